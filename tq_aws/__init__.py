@@ -1,0 +1,20 @@
+"""tq-aws: an AWS-native task-queue worker with an embedded in-memory default."""
+
+from tq_aws.core.actions import Actions
+from tq_aws.core.lifecycle import LifecycleListener
+from tq_aws.core.projections import ProjectionRow
+from tq_aws.core.task import Entity, Task, TaskStatus
+from tq_aws.engine.app import TaskQueue
+from tq_aws.errors import TaskValidationError
+
+__all__ = [
+    "Actions",
+    "Entity",
+    "LifecycleListener",
+    "ProjectionRow",
+    "Task",
+    "TaskQueue",
+    "TaskStatus",
+    "TaskValidationError",
+]
+__version__ = "0.1.0"

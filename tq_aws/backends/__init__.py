@@ -1,0 +1,1 @@
+"""Backends implementing the ports: ``memory`` (embedded default and test double) and ``aws``."""

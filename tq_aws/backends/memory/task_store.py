@@ -1,0 +1,70 @@
+"""Memory task store. Each method runs without awaiting, so each is atomic on the event loop,
+as the conditional writes of the DynamoDB store are."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
+from tq_aws.ports import Claim, ClaimState
+
+
+class MemoryTaskStore:
+    """Task records by id."""
+
+    def __init__(self) -> None:
+        self._tasks: dict[str, Task] = {}
+        self.writes = 0
+
+    async def put(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            if task.id is None:
+                raise ValueError("a stored task needs an id")
+            self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
+        self.writes += len(tasks)
+
+    async def get(self, task_id: str) -> Task | None:
+        task = self._tasks.get(task_id)
+        return None if task is None else task.model_copy(deep=True)
+
+    async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
+        out: dict[str, Claim] = {}
+        for task in tasks:
+            tid = task.id or ""
+            stored = self._tasks.get(tid)
+            if stored is None:
+                out[tid] = Claim(ClaimState.ABSENT)
+            elif stored.status is TaskStatus.CANCELLED:
+                out[tid] = Claim(ClaimState.CANCELLED, stored.model_copy(deep=True))
+            elif stored.status in TERMINAL_STATUSES:
+                out[tid] = Claim(ClaimState.DONE, stored.model_copy(deep=True))
+            elif stored.retry_count > task.retry_count:
+                out[tid] = Claim(ClaimState.STALE, stored.model_copy(deep=True))
+            else:
+                self._tasks[tid] = stored.model_copy(
+                    update={
+                        "status": TaskStatus.PROCESSING,
+                        "processing_started_at": now,
+                        "updated_at": now,
+                        "execution_stats": {
+                            **stored.execution_stats,
+                            "retry_count": task.retry_count,
+                        },
+                    }
+                )
+                self.writes += 1
+                out[tid] = Claim(ClaimState.RUN, self._tasks[tid].model_copy(deep=True))
+        return out
+
+    async def cancel(self, task_id: str, now: datetime) -> Task | None:
+        stored = self._tasks.get(task_id)
+        if stored is None or stored.status is not TaskStatus.SCHEDULED:
+            return None
+        cancelled = stored.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": now})
+        self._tasks[task_id] = cancelled
+        self.writes += 1
+        return cancelled.model_copy(deep=True)
+
+    def __len__(self) -> int:
+        return len(self._tasks)

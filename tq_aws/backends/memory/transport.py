@@ -1,0 +1,80 @@
+"""Memory transport: one FIFO of encoded records per queue id.
+
+Records are encoded with the wire codec, exactly as on Kinesis or SQS, so a payload that would
+not survive the trip on AWS fails here too. Received records stay in flight until acknowledged;
+``nack`` puts them back at the head of their queue in their original order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from itertools import count
+
+from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.core.task import Task
+from tq_aws.errors import CodecError
+from tq_aws.ports import Delivery
+
+
+class MemoryTransport:
+    """Transport and polling source in one, for the local runtime and tests."""
+
+    def __init__(self, *, compress_over: int | None = None) -> None:
+        self._queues: dict[str, deque[tuple[int, bytes, str | None]]] = {}
+        self._seq = count(1)
+        self._compress_over = compress_over
+        self.in_flight = 0
+        self.published = 0
+
+    async def publish(self, tasks: Sequence[Task]) -> None:
+        for task in tasks:
+            data = encode_task(task, compress_over=self._compress_over)
+            self.put_raw(task.queue_id, data, task.partition_key or task.id)
+        self.published += len(tasks)
+
+    def put_raw(self, queue_id: str, data: bytes, partition_key: str | None = None) -> None:
+        """Append an already-encoded record (tests use it to inject undecodable records)."""
+        self._queues.setdefault(queue_id, deque()).append((next(self._seq), data, partition_key))
+
+    async def receive(self, queue_id: str, max_records: int) -> list[Delivery]:
+        queue = self._queues.get(queue_id)
+        out: list[Delivery] = []
+        while queue and len(out) < max_records:
+            seq, data, key = queue.popleft()
+            delivery = Delivery(
+                queue_id=queue_id,
+                data=data,
+                position=f"memory:{queue_id}:{seq}",
+                partition_key=key,
+                token=seq,
+            )
+            try:
+                delivery.task = decode_task(data)
+            except CodecError as exc:
+                delivery.error = exc
+            out.append(delivery)
+        self.in_flight += len(out)
+        return out
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        self.in_flight -= len(deliveries)
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        self.in_flight -= len(deliveries)
+        by_queue: dict[str, list[Delivery]] = {}
+        for d in deliveries:
+            by_queue.setdefault(d.queue_id, []).append(d)
+        for queue_id, items in by_queue.items():
+            queue = self._queues.setdefault(queue_id, deque())
+            for d in sorted(items, key=lambda d: d.token, reverse=True):
+                queue.appendleft((d.token, d.data, d.partition_key))
+
+    def queues_with_work(self) -> list[str]:
+        return [q for q, items in self._queues.items() if items]
+
+    def pending(self, queue_id: str | None = None) -> int:
+        """Records waiting (in one queue, or in all)."""
+        if queue_id is not None:
+            return len(self._queues.get(queue_id, ()))
+        return sum(len(q) for q in self._queues.values())

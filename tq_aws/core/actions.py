@@ -1,0 +1,170 @@
+"""What an executor can do: decide tasks, add child tasks, log with the task's context.
+
+Actions only record intent. Nothing is written until the batch is post-processed, so an attempt
+that will be retried leaves no children behind, and the first decision per task wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pydantic_core
+from pydantic import BaseModel
+
+from tq_aws.core.log_context import TaskLoggerAdapter
+from tq_aws.core.task import Task
+from tq_aws.errors import DecisionError, ResultNotSerializableError
+
+logger = logging.getLogger("tq_aws.actions")
+task_logger = logging.getLogger("tq_aws.task")
+
+PrepareFn = Callable[[Sequence[Task], Mapping[str, str]], list[Task]]
+NO_DECISION = "executor returned without calling actions.success() or actions.fail()"
+
+
+@dataclass(slots=True)
+class Decision:
+    """The outcome an executor chose for one task."""
+
+    kind: Literal["success", "fail"]
+    result: Any = None
+    result_size: int = 0
+    error: str | None = None
+    stack: str | None = None
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class BatchBook:
+    """Everything executors recorded while one delivered batch ran."""
+
+    tasks: dict[str, Task]
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    children: dict[str, list[Task]] = field(default_factory=dict)
+    batch_children: list[Task] = field(default_factory=list)
+
+    def decide(self, task: Task, decision: Decision) -> bool:
+        """Record ``decision`` unless the task was decided already; return whether it counted."""
+        task_id = task.id
+        if task_id is None or task_id not in self.tasks:
+            raise DecisionError(
+                f"task {task_id!r} ({task.queue_id}/{task.type}) is not part of the running "
+                "batch; decide only tasks handed to this executor"
+            )
+        first = self.decisions.get(task_id)
+        if first is not None:
+            logger.warning(
+                "task %s already decided (%s); later %s dropped", task_id, first.kind, decision.kind
+            )
+            return False
+        self.decisions[task_id] = decision
+        return True
+
+
+def jsonable_result(result: Any) -> tuple[Any, int]:
+    """Return ``result`` as plain JSON data and its size in bytes, or raise a typed error."""
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    try:
+        data = pydantic_core.to_jsonable_python(result)
+        size = len(pydantic_core.to_json(data))
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+        raise ResultNotSerializableError(
+            f"actions.success(task, result): result of type {type(result).__name__} cannot be "
+            f"stored as JSON ({exc}); return plain data (dict, list, str, number) or a pydantic "
+            "model"
+        ) from exc
+    return data, size
+
+
+def failure_decision(error: BaseException | str | None, meta: Mapping[str, Any] | None) -> Decision:
+    """Build a failure from an exception (message and stack) or a message."""
+    message: str | None
+    stack: str | None = None
+    if isinstance(error, BaseException):
+        message = str(error) or type(error).__name__
+        stack = "".join(traceback.format_exception(error))
+    else:
+        message = error
+    return Decision(kind="fail", error=message, stack=stack, meta=dict(meta) if meta else None)
+
+
+class Actions:
+    """The actions object handed to an executor.
+
+    Single-task executors get one bound to their task; batch executors get one bound to the
+    batch (pass ``parent=`` to ``add_tasks`` to tie children to one task of the batch).
+
+    Example:
+        >>> @app.executor("emails", "send")
+        ... async def send(task, actions):
+        ...     actions.log.info("sending")
+        ...     actions.add_tasks([Task(type="audit", queue_id="emails", payload={})])
+        ...     actions.success(task, {"message_id": "m-1"})
+    """
+
+    __slots__ = ("_book", "_context", "_log", "_prepare", "_task")
+
+    def __init__(
+        self,
+        book: BatchBook,
+        prepare: PrepareFn,
+        *,
+        task: Task | None,
+        context: Mapping[str, str],
+    ):
+        self._book = book
+        self._prepare = prepare
+        self._task = task
+        self._context = context
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def success(self, task: Task, result: Any = None) -> None:
+        """Mark ``task`` executed, optionally with a JSON-serialisable ``result``.
+
+        Raises:
+            ResultNotSerializableError: the result cannot be stored as JSON (raised here, at the
+                call that made it, so the executor fails loudly instead of losing the result).
+        """
+        data, size = (None, 0) if result is None else jsonable_result(result)
+        self._book.decide(task, Decision(kind="success", result=data, result_size=size))
+
+    def fail(
+        self,
+        task: Task,
+        error: BaseException | str | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Mark this attempt of ``task`` failed. Whether it is retried is decided afterwards from
+        its ``retries``. ``error`` (message and, for exceptions, stack) and ``meta`` are merged
+        into ``execution_stats``."""
+        self._book.decide(task, failure_decision(error, meta))
+
+    def add_tasks(self, tasks: Sequence[Task], *, parent: Task | None = None) -> list[str]:
+        """Add child tasks and return their ids.
+
+        Children inherit the parent's log context (their own keys win) and are dispatched when
+        the parent's attempt ends for good (success or final failure); an attempt that will be
+        retried dispatches nothing, since the retry adds them again.
+        """
+        owner = parent if parent is not None else self._task
+        context = owner.log_context if owner is not None else {}
+        prepared = self._prepare(tasks, context)
+        if owner is None:
+            self._book.batch_children.extend(prepared)
+        else:
+            if owner.id not in self._book.tasks:
+                raise DecisionError(f"parent task {owner.id!r} is not part of the running batch")
+            self._book.children.setdefault(owner.id or "", []).extend(prepared)
+        return [t.id or "" for t in prepared]
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A ``logging`` adapter bound to the task's log context (runtime keys win)."""
+        if self._log is None:
+            self._log = TaskLoggerAdapter(task_logger, self._context)
+        return self._log

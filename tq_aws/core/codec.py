@@ -1,0 +1,79 @@
+"""The wire format carried by Kinesis records, SQS messages and the memory transport.
+
+Version 1 is the UTF-8 JSON object ``{"v": 1, "task": {...}}`` with datetimes as UTC
+ISO-8601 strings. A record may be zlib-compressed; JSON always starts with ``{`` and a zlib
+stream with ``0x78``, so the first byte tells them apart without a header of our own.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Literal
+
+from pydantic import BaseModel, ValidationError
+
+from tq_aws.core.task import Task
+from tq_aws.errors import CodecError
+
+CODEC_VERSION = 1
+_ZLIB_MAGIC = 0x78
+
+
+class _EnvelopeV1(BaseModel):
+    v: Literal[1]
+    task: Task
+
+
+def encode_task(task: Task, *, compress_over: int | None = None) -> bytes:
+    """Encode ``task`` as one record.
+
+    Args:
+        task: the task to encode; defaults and ``None`` fields are left out to keep records small.
+        compress_over: compress with zlib when the JSON is larger than this many bytes
+            (``None``: never). Compression is kept only when it makes the record smaller.
+    """
+    body = task.model_dump_json(exclude_none=True, exclude_defaults=True)
+    data = b'{"v":1,"task":' + body.encode() + b"}"
+    if compress_over is not None and len(data) > compress_over:
+        packed = zlib.compress(data, 6)
+        if len(packed) < len(data):
+            return packed
+    return data
+
+
+def decode_task(data: bytes) -> Task:
+    """Decode one record into a task.
+
+    Raises:
+        CodecError: ``reason`` is ``malformed`` (not JSON / bad compression),
+            ``unknown_version`` (a ``v`` this release does not read) or ``invalid_task``.
+    """
+    if data[:1] == bytes([_ZLIB_MAGIC]):
+        try:
+            data = zlib.decompress(data)
+        except zlib.error as exc:
+            raise CodecError(f"record is not valid zlib data: {exc}", reason="malformed") from exc
+    try:
+        return _EnvelopeV1.model_validate_json(data).task
+    except ValidationError as exc:
+        raise _classify(data, exc) from exc
+
+
+def _classify(data: bytes, exc: ValidationError) -> CodecError:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return CodecError("record is not a JSON document", reason="malformed")
+    if not isinstance(doc, dict) or "v" not in doc:
+        return CodecError("record has no codec version field 'v'", reason="malformed")
+    if doc["v"] != CODEC_VERSION:
+        return CodecError(
+            f"record has codec version {doc['v']!r}; this release reads version {CODEC_VERSION}",
+            reason="unknown_version",
+        )
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return CodecError(
+        f"record holds an invalid task: {where}: {first['msg']}", reason="invalid_task"
+    )

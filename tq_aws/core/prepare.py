@@ -1,0 +1,95 @@
+"""Preparing tasks for dispatch: ids, defaults, validation, log context, partition key.
+
+Pure: given the registry and "now", it returns new task objects or raises
+``TaskValidationError`` before anything is added (a call is all or nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from tq_aws.core import log_context
+from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.task import Task, TaskStatus
+from tq_aws.errors import TaskValidationError
+from tq_aws.ids import new_id
+
+
+def prepare_tasks(
+    tasks: Sequence[Task],
+    registry: ExecutorRegistry,
+    now: datetime,
+    *,
+    inherit_context: Mapping[str, str] | None = None,
+) -> list[Task]:
+    """Return dispatch-ready copies of ``tasks``.
+
+    Each copy has an id (kept if given), ``created_at``/``updated_at``/``execute_at`` defaults,
+    status ``scheduled``, a sanitised log context (merged under ``inherit_context``: the child's
+    own keys win) and the executor's partition key. A payload that fails the executor's
+    ``payload_model`` raises ``TaskValidationError`` naming the field; nothing is returned then.
+    """
+    out: list[Task] = []
+    for index, task in enumerate(tasks):
+        if not isinstance(task, Task):
+            raise TaskValidationError(
+                f"tasks[{index}] is a {type(task).__name__}; pass tq_aws.Task objects",
+                index=index,
+            )
+        spec = registry.get(task.queue_id, task.type)
+        if spec is not None and spec.payload_model is not None:
+            try:
+                spec.payload_model.model_validate(task.payload)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(["payload", *(str(p) for p in first["loc"])])
+                raise TaskValidationError(
+                    f"tasks[{index}] ({task.queue_id}/{task.type}): {field}: {first['msg']}. "
+                    f"Fix the payload to match {spec.payload_model.__name__}; "
+                    "no task of this call was added.",
+                    index=index,
+                    field=field,
+                ) from exc
+        if (
+            task.expires_at is not None
+            and task.execute_at is not None
+            and (task.expires_at <= task.execute_at)
+        ):
+            raise TaskValidationError(
+                f"tasks[{index}] ({task.queue_id}/{task.type}): expires_at is not after "
+                "execute_at, so the task could never run; move expires_at later.",
+                index=index,
+                field="expires_at",
+            )
+        update: dict[str, object] = {
+            "id": task.id or new_id(),
+            "status": TaskStatus.SCHEDULED,
+            "created_at": task.created_at or now,
+            "updated_at": now,
+            "execute_at": task.execute_at or now,
+        }
+        metadata = _metadata(task, inherit_context, index)
+        if metadata is not task.metadata:
+            update["metadata"] = metadata
+        if spec is not None:
+            key = spec.key_for(task)
+            if key is not None:
+                update["partition_key"] = key
+        out.append(task.model_copy(update=update))
+    return out
+
+
+def _metadata(task: Task, inherit: Mapping[str, str] | None, index: int) -> dict[str, object]:
+    raw = task.metadata.get("log_context")
+    if raw is None and not inherit:
+        return task.metadata
+    own = log_context.sanitize(raw, where=f"tasks[{index}]") if raw is not None else None
+    merged = log_context.merge_into_child(inherit or {}, own or {})
+    ctx = log_context.sanitize(merged, where=f"tasks[{index}]") if merged else None
+    metadata = {k: v for k, v in task.metadata.items() if k != "log_context"}
+    if ctx:
+        metadata["log_context"] = ctx
+    return metadata

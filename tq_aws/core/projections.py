@@ -1,0 +1,97 @@
+"""Entity status projections: one row per (entity, task or flow), moving forward only.
+
+A row is replaced only by one of higher rank, or of the same non-terminal rank with a newer
+version; so a late ``scheduled`` or a duplicate delivery never moves a status back, and the
+first terminal status of a task stays.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from tq_aws.core.task import Entity, Task
+
+RANKS: dict[str, int] = {
+    "scheduled": 0,
+    "processing": 1,
+    "executed": 2,
+    "failed": 2,
+    "ignored": 2,
+    "expired": 2,
+    "cancelled": 2,
+}
+TERMINAL_RANK = 2
+PROJECTION_STATUSES = tuple(RANKS)
+
+
+class ProjectionRow(BaseModel):
+    """The latest known status of one task (or flow) of an entity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entity_id: str
+    entity_type: str
+    task_id: str
+    """The task's id, or the flow's id for a flow-level row."""
+    task_type: str
+    queue_id: str
+    status: str
+    rank: int
+    version: int
+    """Microseconds since the epoch when the row was built; orders writes of the same rank."""
+    error: str | None = None
+    result: Any = None
+    payload: Any = None
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def entity(self) -> Entity:
+        return Entity(id=self.entity_id, type=self.entity_type)
+
+
+def build_row(
+    task: Task,
+    status: str,
+    now: datetime,
+    *,
+    error: str | None = None,
+    result: Any = None,
+    include_payload: bool = False,
+) -> ProjectionRow | None:
+    """The row for ``task`` at ``status``, or ``None`` when the task has no entity."""
+    entity = task.entity
+    if entity is None:
+        return None
+    return ProjectionRow(
+        entity_id=entity.id,
+        entity_type=entity.type,
+        task_id=task.id or "",
+        task_type=task.type,
+        queue_id=task.queue_id,
+        status=status,
+        rank=RANKS[status],
+        version=version_of(now),
+        error=error,
+        result=result,
+        payload=task.payload if include_payload else None,
+        created_at=task.created_at or now,
+        updated_at=now,
+    )
+
+
+def version_of(now: datetime) -> int:
+    """A row version from a timestamp (microseconds since the epoch)."""
+    return int(now.timestamp() * 1_000_000)
+
+
+def supersedes(new: ProjectionRow, old: ProjectionRow | None) -> bool:
+    """Whether ``new`` may replace ``old`` (the condition every store applies atomically)."""
+    if old is None:
+        return True
+    if new.rank != old.rank:
+        return new.rank > old.rank
+    return new.rank < TERMINAL_RANK and new.version > old.version

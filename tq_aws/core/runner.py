@@ -1,0 +1,167 @@
+"""Running one delivered batch through its executors.
+
+Tasks are grouped by ``(queue_id, type)`` in order of first appearance; each group goes to its
+executor (sequential, parallel in chunks, or one batch call). The runner only records outcomes;
+the engine persists them afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tq_aws.core import log_context
+from tq_aws.core.actions import (
+    NO_DECISION,
+    Actions,
+    BatchBook,
+    Decision,
+    PrepareFn,
+    failure_decision,
+)
+from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, ExecutorSpec
+from tq_aws.core.task import Task
+
+logger = logging.getLogger("tq_aws.runner")
+
+UNKNOWN_EXECUTOR = "unknown_executor"
+
+
+@dataclass(slots=True)
+class TaskOutcome:
+    """What became of one task in a batch run."""
+
+    task: Task
+    spec: ExecutorSpec | None
+    decision: Decision | None
+    ignored_reason: str | None = None
+    children: list[Task] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """Outcomes in delivery order, plus children added by batch executors without a parent."""
+
+    outcomes: list[TaskOutcome]
+    batch_children: list[Task]
+
+
+StartedHook = Callable[[Task], None]
+
+
+class Runner:
+    """Runs batches against a registry. ``worker_id`` is bound into every log context."""
+
+    def __init__(
+        self,
+        registry: ExecutorRegistry,
+        prepare: PrepareFn,
+        *,
+        worker_id: str,
+        on_started: StartedHook | None = None,
+    ):
+        self._registry = registry
+        self._prepare = prepare
+        self._worker_id = worker_id
+        self._on_started = on_started
+
+    async def run(self, tasks: Sequence[Task]) -> BatchOutcome:
+        book = BatchBook(tasks={t.id or "": t for t in tasks})
+        groups: dict[tuple[str, str], list[Task]] = {}
+        for task in tasks:
+            groups.setdefault((task.queue_id, task.type), []).append(task)
+        ignored: dict[str, str] = {}
+        specs: dict[tuple[str, str], ExecutorSpec | None] = {}
+        for (queue_id, type_), group in groups.items():
+            spec = self._registry.get(queue_id, type_)
+            specs[(queue_id, type_)] = spec
+            if spec is None:
+                for task in group:
+                    ignored[task.id or ""] = UNKNOWN_EXECUTOR
+                logger.warning(
+                    "no executor for %s/%s: %d task(s) ignored", queue_id, type_, len(group)
+                )
+            elif spec.kind is ExecutorKind.BATCH:
+                await self._run_batch(spec, group, book)
+            elif spec.kind is ExecutorKind.PARALLEL:
+                for start in range(0, len(group), spec.chunk_size):
+                    chunk = group[start : start + spec.chunk_size]
+                    await asyncio.gather(*(self._run_one(spec, t, book) for t in chunk))
+            else:
+                for task in group:
+                    await self._run_one(spec, task, book)
+        outcomes = []
+        for task in tasks:
+            tid = task.id or ""
+            reason = ignored.get(tid)
+            decision = None if reason else book.decisions.get(tid)
+            if reason is None and decision is None:
+                decision = Decision(kind="fail", error=NO_DECISION)
+            outcomes.append(
+                TaskOutcome(
+                    task=task,
+                    spec=specs[(task.queue_id, task.type)],
+                    decision=decision,
+                    ignored_reason=reason,
+                    children=book.children.get(tid, []),
+                )
+            )
+        return BatchOutcome(outcomes=outcomes, batch_children=book.batch_children)
+
+    def _context(self, task: Task) -> dict[str, str]:
+        return {
+            **task.log_context,
+            "task_id": task.id or "",
+            "task_type": task.type,
+            "queue_id": task.queue_id,
+            "worker_id": self._worker_id,
+        }
+
+    async def _run_one(self, spec: ExecutorSpec, task: Task, book: BatchBook) -> None:
+        ctx = self._context(task)
+        actions = Actions(book, self._prepare, task=task, context=ctx)
+        if self._on_started is not None:
+            self._on_started(task)
+        try:
+            with log_context.bound(ctx):
+                if spec.is_async:
+                    await spec.fn(task, actions)
+                elif spec.kind is ExecutorKind.PARALLEL:
+                    await asyncio.to_thread(spec.fn, task, actions)
+                else:
+                    spec.fn(task, actions)
+        except Exception as exc:
+            self._fail_pending(book, [task], exc)
+
+    async def _run_batch(self, spec: ExecutorSpec, group: list[Task], book: BatchBook) -> None:
+        ctx = {
+            "task_type": spec.type,
+            "queue_id": spec.queue_id,
+            "worker_id": self._worker_id,
+            "batch_size": str(len(group)),
+        }
+        actions = Actions(book, self._prepare, task=None, context=ctx)
+        if self._on_started is not None:
+            for task in group:
+                self._on_started(task)
+        try:
+            with log_context.bound(ctx):
+                if spec.is_async:
+                    await _as_awaitable(spec.fn(list(group), actions))
+                else:
+                    spec.fn(list(group), actions)
+        except Exception as exc:
+            self._fail_pending(book, group, exc)
+
+    @staticmethod
+    def _fail_pending(book: BatchBook, tasks: Sequence[Task], exc: Exception) -> None:
+        for task in tasks:
+            if (task.id or "") not in book.decisions:
+                book.decide(task, failure_decision(exc, None))
+
+
+async def _as_awaitable(value: Awaitable[Any] | Any) -> Any:
+    return await value

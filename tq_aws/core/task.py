@@ -1,0 +1,125 @@
+"""The task record, its statuses and the entity it reports on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life. The last five are terminal."""
+
+    SCHEDULED = "scheduled"
+    PROCESSING = "processing"
+    EXECUTED = "executed"
+    FAILED = "failed"
+    IGNORED = "ignored"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        TaskStatus.EXECUTED,
+        TaskStatus.FAILED,
+        TaskStatus.IGNORED,
+        TaskStatus.EXPIRED,
+        TaskStatus.CANCELLED,
+    }
+)
+
+
+def to_utc(value: datetime) -> datetime:
+    """Return ``value`` as an aware UTC datetime; a naive value is taken to be UTC already."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class Entity(BaseModel):
+    """The business object a task reports its status on (a user, an order, a campaign)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1, description="The entity's id within its type.")
+    type: str = Field(min_length=1, description="The entity's type, e.g. ``user``.")
+
+    @property
+    def key(self) -> str:
+        """The entity's partition key in stores: ``<type>#<id>``."""
+        return f"{self.type}#{self.id}"
+
+
+class Task(BaseModel):
+    """One unit of work for the executor registered on ``(queue_id, type)``.
+
+    Only ``type`` and ``queue_id`` are required; ``add_tasks`` fills in ``id``, ``created_at``,
+    ``updated_at`` and ``execute_at`` (now) when they are absent.
+
+    Example:
+        >>> t = Task(type="send", queue_id="emails", payload={"to": "a@b.c"})
+        >>> t.status
+        <TaskStatus.SCHEDULED: 'scheduled'>
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    id: str | None = None
+    """Identity, assigned by ``add_tasks`` (UUIDv7) unless given. Returned to the caller."""
+    type: str = Field(min_length=1)
+    """Task type; selects the executor together with ``queue_id``."""
+    queue_id: str = Field(min_length=1)
+    """Logical queue; mapped to a transport (stream or SQS queue) by configuration."""
+    payload: Any = None
+    """User data, JSON-serialisable. The framework never writes into it."""
+    execute_at: datetime | None = None
+    """Earliest time to run. A time in the future goes through the Scheduler and is stored."""
+    status: TaskStatus = TaskStatus.SCHEDULED
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    retries: int | None = Field(default=None, ge=0)
+    """Maximum number of retries for this task; overrides the executor's ``retries``."""
+    retry_after: float | None = Field(default=None, ge=0)
+    """Base of the retry backoff in seconds; overrides the executor's ``retry_after``."""
+    expires_at: datetime | None = None
+    """A task delivered after this time is not run; it ends ``expired``."""
+    processing_started_at: datetime | None = None
+    force_store: bool = False
+    """Keep a durable copy from the moment it is added (readable with ``get_task``)."""
+    execution_stats: dict[str, Any] = Field(default_factory=dict)
+    """Framework keys ``retry_count``, ``last_error``, ``last_error_stack``, ``failed_at``,
+    ``ignored_reason``; ``fail(..., meta)`` keys are merged in."""
+    partition_key: str | None = None
+    """Ordering key on the transport; set from the executor's ``partition_key`` callable."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Framework namespace: ``log_context`` (correlation keys) and ``flow_meta``."""
+    task_group: str | None = None
+    task_hash: str | None = None
+    execution_result: Any = None
+    """The value given to ``actions.success``; large values are kept in the BlobStore."""
+    entity: Entity | None = None
+    """Entity whose status projection this task drives."""
+    stored: bool = False
+    """Set by the framework when a durable copy of the task exists in the TaskStore."""
+
+    @field_validator(
+        "execute_at", "created_at", "updated_at", "expires_at", "processing_started_at"
+    )
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    @property
+    def retry_count(self) -> int:
+        """Retries already made (``execution_stats["retry_count"]``, 0 on the first attempt)."""
+        value = self.execution_stats.get("retry_count", 0)
+        return value if isinstance(value, int) else 0
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        """The task's user log-context keys (``metadata["log_context"]``), possibly empty."""
+        ctx = self.metadata.get("log_context")
+        return ctx if isinstance(ctx, dict) else {}

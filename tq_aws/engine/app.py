@@ -1,0 +1,319 @@
+"""``TaskQueue``: register executors, add tasks, run them, read their status."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from tq_aws.backends.memory import (
+    MemoryBlobStore,
+    MemoryProjectionStore,
+    MemoryScheduler,
+    MemoryTaskStore,
+    MemoryTransport,
+)
+from tq_aws.clock import Clock, SystemClock
+from tq_aws.core import log_context
+from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, PartitionKeyFn, make_spec
+from tq_aws.core.lifecycle import LifecycleBus, LifecycleListener
+from tq_aws.core.prepare import prepare_tasks
+from tq_aws.core.projections import ProjectionRow, build_row
+from tq_aws.core.retry import DEFAULT_RETRY_AFTER
+from tq_aws.core.runner import Runner
+from tq_aws.core.task import Entity, Task
+from tq_aws.engine import blobs
+from tq_aws.engine.dispatch import Dispatcher, schedule_name
+from tq_aws.engine.processor import BatchProcessor, PoisonRecord
+from tq_aws.engine.stats import Stats
+from tq_aws.errors import ConfigurationError
+from tq_aws.ports import BlobStore, PollingSource, ProjectionStore, Scheduler, TaskStore, Transport
+
+logger = logging.getLogger("tq_aws")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+
+
+class TaskQueue:
+    """The task queue: executors, producers and the local runtime in one object.
+
+    With no arguments it runs on the embedded in-memory backends and the real clock.
+
+    Args:
+        clock: the source of "now" (``tq_aws.testing.ManualClock`` in tests).
+        batch_size: how many records one delivered batch holds at most.
+        transport, task_store, projection_store, scheduler, blob_store: backends for the ports;
+            each defaults to its memory backend.
+        result_limit: results larger than this many bytes (JSON) go to the blob store.
+        include_payload: copy task payloads into projection rows.
+        worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
+
+    Example:
+        >>> app = TaskQueue()
+        >>> @app.executor("emails", "send", retries=2)
+        ... async def send(task, actions):
+        ...     actions.success(task, {"message_id": "m-1"})
+        >>> ids = await app.add_tasks([Task(type="send", queue_id="emails", payload={})])
+        >>> await app.run_until_idle()
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+        *,
+        transport: Transport | None = None,
+        task_store: TaskStore | None = None,
+        projection_store: ProjectionStore | None = None,
+        scheduler: Scheduler | None = None,
+        blob_store: BlobStore | None = None,
+        result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
+        include_payload: bool = False,
+        worker_id: str | None = None,
+    ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigurationError(f"batch_size={batch_size!r}; give a whole number >= 1")
+        self.clock: Clock = clock or SystemClock()
+        self.batch_size = batch_size
+        self.transport: Transport = transport or MemoryTransport()
+        self.task_store: TaskStore = task_store or MemoryTaskStore()
+        self.projection_store: ProjectionStore = projection_store or MemoryProjectionStore()
+        self.scheduler: Scheduler = scheduler or MemoryScheduler(self.transport)
+        self.blob_store: BlobStore = blob_store or MemoryBlobStore()
+        self.worker_id = worker_id or _worker_id()
+        self.registry = ExecutorRegistry()
+        self.events = LifecycleBus()
+        self.stats = Stats()
+        log_context.install_record_factory()
+        self._dispatcher = Dispatcher(
+            clock=self.clock,
+            transport=self.transport,
+            scheduler=self.scheduler,
+            task_store=self.task_store,
+            projections=self.projection_store,
+            events=self.events,
+            stats=self.stats,
+            include_payload=include_payload,
+        )
+        self._runner = Runner(
+            self.registry,
+            self._prepare_children,
+            worker_id=self.worker_id,
+            on_started=self._started,
+        )
+        self.processor = BatchProcessor(
+            clock=self.clock,
+            registry=self.registry,
+            runner=self._runner,
+            dispatcher=self._dispatcher,
+            scheduler=self.scheduler,
+            task_store=self.task_store,
+            blob_store=self.blob_store,
+            events=self.events,
+            stats=self.stats,
+            result_limit=result_limit,
+        )
+
+    # -- registration ---------------------------------------------------------------------
+
+    def executor(
+        self,
+        queue_id: str,
+        type: str,
+        *,
+        parallel: bool = False,
+        chunk_size: int | None = None,
+        retries: int = 0,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        store_on_failure: bool = False,
+        partition_key: PartitionKeyFn | None = None,
+        payload_model: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a single-task executor ``fn(task, actions)`` (plain or ``async def``).
+
+        Args:
+            queue_id, type: the tasks it runs.
+            parallel: run the group's tasks ``chunk_size`` at a time (plain functions in threads).
+            chunk_size: tasks per concurrent chunk (parallel only; default 10, at least 1).
+            retries: retries after a failed attempt (default 0); a task's ``retries`` overrides.
+            retry_after: backoff base in seconds: ``retry_after * (n+1)**2``, capped at 300.
+            store_on_failure: store every failed attempt, retried ones included, so
+                ``get_task`` shows it between attempts. Final failures and ignored tasks are
+                always stored; without this a retry travels by the scheduler alone.
+            partition_key: ``(task) -> str`` ordering key, applied on every dispatch path.
+            payload_model: pydantic model the payload must validate against at ``add_tasks``.
+        """
+        kind = ExecutorKind.PARALLEL if parallel else ExecutorKind.SINGLE
+
+        def register(fn: F) -> F:
+            self.registry.add(
+                make_spec(
+                    queue_id,
+                    type,
+                    fn,
+                    kind=kind,
+                    chunk_size=chunk_size,
+                    retries=retries,
+                    retry_after=retry_after,
+                    store_on_failure=store_on_failure,
+                    partition_key=partition_key,
+                    payload_model=payload_model,
+                )
+            )
+            return fn
+
+        return register
+
+    def batch_executor(
+        self,
+        queue_id: str,
+        type: str,
+        *,
+        retries: int = 0,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        store_on_failure: bool = False,
+        partition_key: PartitionKeyFn | None = None,
+        payload_model: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a batch executor ``fn(tasks, actions)``: the delivered batch's tasks of this
+        type in one call. Tasks it leaves undecided are failed; if it raises, every undecided
+        task fails with the error."""
+
+        def register(fn: F) -> F:
+            self.registry.add(
+                make_spec(
+                    queue_id,
+                    type,
+                    fn,
+                    kind=ExecutorKind.BATCH,
+                    chunk_size=None,
+                    retries=retries,
+                    retry_after=retry_after,
+                    store_on_failure=store_on_failure,
+                    partition_key=partition_key,
+                    payload_model=payload_model,
+                )
+            )
+            return fn
+
+        return register
+
+    def add_listener(self, listener: LifecycleListener) -> None:
+        """Receive lifecycle events (see ``tq_aws.LifecycleListener``)."""
+        self.events.listeners.append(listener)
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def add_tasks(self, tasks: Sequence[Task]) -> list[str]:
+        """Add tasks; return their ids in order.
+
+        Due tasks are published; tasks with a future ``execute_at`` are stored ``scheduled``
+        and delivered by the Scheduler; ``force_store`` tasks are stored too. The whole call is
+        validated first: on ``TaskValidationError`` nothing is added.
+        """
+        prepared = prepare_tasks(tasks, self.registry, self.clock.now())
+        await self._dispatcher.dispatch(prepared)
+        return [t.id or "" for t in prepared]
+
+    def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:
+        return prepare_tasks(tasks, self.registry, self.clock.now(), inherit_context=context)
+
+    def _started(self, task: Task) -> None:
+        if self.events:
+            self.events.on_task_started(task)
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The stored record of a task, or ``None`` when it was never stored."""
+        task = await self.task_store.get(task_id)
+        if task is not None and blobs.is_blob_ref(task.execution_result):
+            result = await blobs.resolve(self.blob_store, task.execution_result)
+            task = task.model_copy(update={"execution_result": result})
+        return task
+
+    async def entity_status(self, entity: Entity) -> list[ProjectionRow]:
+        """The latest status row of every task (and flow) of ``entity``, oldest first."""
+        rows = await self.projection_store.for_entity(entity)
+        for i, row in enumerate(rows):
+            if blobs.is_blob_ref(row.result):
+                result = await blobs.resolve(self.blob_store, row.result)
+                rows[i] = row.model_copy(update={"result": result})
+        return rows
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a stored task that has not started; return whether it was cancelled.
+
+        A cancelled task reads ``cancelled`` and is never executed, even if its record was
+        already on its way to a consumer."""
+        now = self.clock.now()
+        task = await self.task_store.cancel(task_id, now)
+        if task is None:
+            return False
+        await self.scheduler.cancel([schedule_name(task)])
+        row = build_row(task, "cancelled", now)
+        if row is not None:
+            await self._dispatcher.project([task], "cancelled", now)
+        self.stats.cancelled += 1
+        if self.events:
+            self.events.on_task_cancelled(task)
+        return True
+
+    @property
+    def poison(self) -> list[PoisonRecord]:
+        """Records that could not be decoded, with their bytes, reason and position."""
+        return self.processor.poison
+
+    # -- running locally -----------------------------------------------------------------
+
+    def _source(self) -> PollingSource:
+        source = self.transport
+        if not all(hasattr(source, m) for m in ("receive", "ack", "nack", "queues_with_work")):
+            raise ConfigurationError(
+                "this transport cannot be polled in-process; run a worker or Lambda runtime"
+            )
+        return source  # type: ignore[return-value]
+
+    async def run_until_idle(self) -> int:
+        """Fire due schedules and run every delivered batch until nothing is due at the clock's
+        now. Never moves the clock. Returns the number of batches run.
+
+        If a batch's outcome cannot be recorded, its records are given back for redelivery
+        and the error is raised; calling again redelivers them."""
+        source = self._source()
+        fire_due = getattr(self.scheduler, "fire_due", None)
+        batches = 0
+        while True:
+            fired = await fire_due(self.clock.now()) if fire_due is not None else 0
+            queues = source.queues_with_work()
+            if not queues and not fired:
+                return batches
+            for queue_id in queues:
+                deliveries = await source.receive(queue_id, self.batch_size)
+                if not deliveries:
+                    continue
+                try:
+                    await self.processor.process(deliveries)
+                except BaseException:
+                    await source.nack(deliveries)
+                    raise
+                await source.ack(deliveries)
+                batches += 1
+
+    async def run_worker(self, stop: asyncio.Event, *, idle_sleep: float = 0.05) -> None:
+        """Run until ``stop`` is set: batches as they come, schedules as they fall due."""
+        while not stop.is_set():
+            await self.run_until_idle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=idle_sleep)

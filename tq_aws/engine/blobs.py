@@ -1,0 +1,33 @@
+"""Claim check for results: values over the limit live in the BlobStore, and a small marker
+``{"$tq_blob": ref, "size": n}`` stands in their place until they are read back."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pydantic_core
+
+from tq_aws.ports import BlobStore
+
+MARKER = "$tq_blob"
+DEFAULT_RESULT_LIMIT = 256 * 1024
+
+
+def is_blob_ref(value: Any) -> bool:
+    return isinstance(value, dict) and MARKER in value and len(value) == 2
+
+
+async def offload(store: BlobStore, key: str, value: Any, size: int, limit: int) -> Any:
+    """Return ``value`` itself when it is within ``limit`` bytes, else a marker for its blob."""
+    if value is None or size <= limit:
+        return value
+    ref = await store.put(key, pydantic_core.to_json(value))
+    return {MARKER: ref, "size": size}
+
+
+async def resolve(store: BlobStore, value: Any) -> Any:
+    """Read a value back: follow a blob marker, pass anything else through."""
+    if is_blob_ref(value):
+        return json.loads(await store.get(value[MARKER]))
+    return value

@@ -1,0 +1,125 @@
+"""Dispatching prepared tasks: store what must be durable, write ``scheduled`` projections,
+publish what is due, schedule what is not.
+
+Order matters for crash safety: durable copies are written before the task can run, and the
+``scheduled`` projection is written before publishing, so a fast consumer's terminal status is
+never overwritten by it (and the projection store refuses it anyway: it moves forward only).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+
+from tq_aws.clock import Clock
+from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.projections import build_row
+from tq_aws.core.task import Task
+from tq_aws.engine.stats import Stats
+from tq_aws.errors import PublishError
+from tq_aws.ports import ProjectionStore, ScheduledTask, Scheduler, TaskStore, Transport
+
+logger = logging.getLogger("tq_aws.dispatch")
+
+
+def schedule_name(task: Task) -> str:
+    """Deterministic schedule name of a task's next delivery: a repeat is a no-op."""
+    return f"{task.id}.a{task.retry_count}"
+
+
+def scheduled(task: Task, now: datetime) -> ScheduledTask:
+    """The Scheduler entry that delivers ``task`` at its ``execute_at``."""
+    return ScheduledTask(at=task.execute_at or now, name=schedule_name(task), task=task)
+
+
+class Dispatcher:
+    """Routes prepared tasks to the task store, projections, transport and scheduler."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        transport: Transport,
+        scheduler: Scheduler,
+        task_store: TaskStore,
+        projections: ProjectionStore,
+        events: LifecycleBus,
+        stats: Stats,
+        include_payload: bool,
+    ):
+        self._clock = clock
+        self._transport = transport
+        self._scheduler = scheduler
+        self._store = task_store
+        self._projections = projections
+        self._events = events
+        self._stats = stats
+        self._include_payload = include_payload
+
+    async def dispatch(self, tasks: Sequence[Task]) -> None:
+        """Make every prepared task durable-or-published. Raises ``PublishError`` if the
+        transport refused them (stored copies stay ``scheduled`` and can be re-added)."""
+        if not tasks:
+            return
+        now = self._clock.now()
+        immediate: list[Task] = []
+        future: list[Task] = []
+        to_store: list[Task] = []
+        for task in tasks:
+            is_future = task.execute_at is not None and task.execute_at > now
+            if is_future or task.force_store:
+                task = task.model_copy(update={"stored": True})
+                to_store.append(task)
+            (future if is_future else immediate).append(task)
+        if to_store:
+            await self._store.put(to_store)
+        await self.project(tasks, "scheduled", now)
+        if immediate:
+            try:
+                await self._transport.publish(immediate)
+            except Exception as exc:
+                raise PublishError(
+                    f"{len(immediate)} task(s) could not be published: {exc}",
+                    task_ids=[t.id or "" for t in immediate],
+                ) from exc
+        if future:
+            await self._scheduler.schedule([scheduled(t, now) for t in future])
+        self._stats.added += len(tasks)
+        if self._events:
+            for task in tasks:
+                self._events.on_task_scheduled(task)
+
+    async def project(
+        self,
+        tasks: Sequence[Task],
+        status: str,
+        now: datetime,
+        *,
+        errors: dict[str, str | None] | None = None,
+        results: dict[str, object] | None = None,
+    ) -> None:
+        """Write one projection row per entity task in one store call; never raises."""
+        rows = []
+        for task in tasks:
+            if task.entity is None:
+                continue
+            row = build_row(
+                task,
+                status,
+                now,
+                error=(errors or {}).get(task.id or ""),
+                result=(results or {}).get(task.id or ""),
+                include_payload=self._include_payload,
+            )
+            if row is not None:
+                rows.append(row)
+        if not rows:
+            return
+        try:
+            await self._projections.upsert(rows)
+        except Exception:
+            self._stats.projection_errors += 1
+            logger.exception(
+                "projection write (%s, %d rows) failed; processing goes on", status, len(rows)
+            )

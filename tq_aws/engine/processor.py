@@ -1,0 +1,318 @@
+"""Processing one delivered batch: decode, claim, run, post-process.
+
+Post-processing writes in the order that makes a crash at any point safe to redeliver:
+
+1. children of finished attempts are dispatched, retries are scheduled (deterministic names);
+2. task records are written (retries, final failures, ignored, expired, stored successes);
+3. terminal projections are written;
+4. the caller acknowledges the batch.
+
+A crash before 2 redelivers the batch and the tasks run again (at-least-once). A crash after 2
+redelivers tasks whose stored copy is terminal: the claim drops them and re-writes their
+terminal projection, so nothing is lost and nothing runs twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from tq_aws.clock import Clock
+from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.retry import RetryPlan, plan_retry
+from tq_aws.core.runner import BatchOutcome, Runner
+from tq_aws.core.task import Task, TaskStatus
+from tq_aws.engine import blobs
+from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
+from tq_aws.engine.stats import Stats
+from tq_aws.ports import BlobStore, ClaimState, Delivery, ScheduledTask, Scheduler, TaskStore
+
+logger = logging.getLogger("tq_aws.processor")
+
+EARLY_TOLERANCE = timedelta(milliseconds=1)
+
+
+class PoisonRecord:
+    """A record that could not be decoded, kept with its bytes, reason and position."""
+
+    __slots__ = ("data", "error", "position", "queue_id", "reason", "seen_at")
+
+    def __init__(self, delivery: Delivery, seen_at: datetime):
+        self.queue_id = delivery.queue_id
+        self.position = delivery.position
+        self.data = delivery.data
+        self.reason = delivery.error.reason if delivery.error else "unknown"
+        self.error = str(delivery.error)
+        self.seen_at = seen_at
+
+
+class BatchProcessor:
+    """Runs delivered batches through the runner and persists their outcomes."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        registry: ExecutorRegistry,
+        runner: Runner,
+        dispatcher: Dispatcher,
+        scheduler: Scheduler,
+        task_store: TaskStore,
+        blob_store: BlobStore,
+        events: LifecycleBus,
+        stats: Stats,
+        result_limit: int,
+    ):
+        self._clock = clock
+        self._registry = registry
+        self._runner = runner
+        self._dispatcher = dispatcher
+        self._scheduler = scheduler
+        self._store = task_store
+        self._blobs = blob_store
+        self._events = events
+        self._stats = stats
+        self._result_limit = result_limit
+        self.poison: list[PoisonRecord] = []
+
+    async def process(self, deliveries: Sequence[Delivery]) -> None:
+        """Process a batch; raises only when an outcome could not be recorded (redeliver then)."""
+        started = time.perf_counter()
+        now = self._clock.now()
+        tasks: list[Task] = []
+        for d in deliveries:
+            if d.task is None:
+                self._poison(d, now)
+            else:
+                tasks.append(d.task)
+        if not tasks:
+            return
+        queue_id = tasks[0].queue_id
+        if self._events:
+            self._events.on_batch_started(queue_id, len(tasks))
+        runnable, expired = await self._admit(tasks, now)
+        first_attempts = [t for t in runnable if t.entity is not None and t.retry_count == 0]
+        if first_attempts:
+            await self._dispatcher.project(first_attempts, "processing", now)
+        outcome = await self._runner.run(runnable)
+        succeeded, failed = await self._post_process(outcome, expired)
+        self._stats.batches += 1
+        if self._events:
+            self._events.on_batch_completed(
+                queue_id, len(tasks), succeeded, failed, time.perf_counter() - started
+            )
+
+    def _poison(self, delivery: Delivery, now: datetime) -> None:
+        record = PoisonRecord(delivery, now)
+        self.poison.append(record)
+        self._stats.poison += 1
+        logger.error(
+            "undecodable record at %s (%s): %s", record.position, record.reason, record.error
+        )
+
+    async def _admit(self, tasks: list[Task], now: datetime) -> tuple[list[Task], list[Task]]:
+        """Drop duplicates and cancelled tasks, hold back early ones, set aside expired ones."""
+        stored = [t for t in tasks if t.stored]
+        claims = await self._store.claim(stored, now) if stored else {}
+        runnable: list[Task] = []
+        expired: list[Task] = []
+        early: list[Task] = []
+        repairs: list[Task] = []
+        seen: set[str] = set()
+        for task in tasks:
+            tid = task.id or ""
+            if tid in seen:  # the same record twice in one batch
+                self._stats.duplicates_dropped += 1
+                continue
+            seen.add(tid)
+            claim = claims.get(tid)
+            if (
+                claim is not None
+                and claim.state is not ClaimState.RUN
+                and (claim.state is not ClaimState.ABSENT)
+            ):
+                self._stats.duplicates_dropped += claim.state is not ClaimState.CANCELLED
+                if claim.state is ClaimState.DONE and claim.stored is not None:
+                    repairs.append(claim.stored)
+                logger.info("task %s not run: stored copy is %s", tid, claim.state.value)
+                continue
+            if task.execute_at is not None and task.execute_at > now + EARLY_TOLERANCE:
+                early.append(task)
+            elif task.expires_at is not None and now >= task.expires_at:
+                expired.append(task)
+            else:
+                runnable.append(task)
+        if early:
+            self._stats.held_back += len(early)
+            await self._scheduler.schedule([scheduled(t, now) for t in early])
+        for task in repairs:
+            await self._dispatcher.project(
+                [task],
+                task.status.value,
+                now,
+                errors={task.id or "": task.execution_stats.get("last_error")},
+                results={task.id or "": task.execution_result},
+            )
+        return runnable, expired
+
+    async def _post_process(self, outcome: BatchOutcome, expired: list[Task]) -> tuple[int, int]:
+        now = self._clock.now()
+        to_store: list[Task] = []
+        successes: list[Task] = []
+        finals: list[Task] = []
+        ignored: list[Task] = []
+        retries: list[RetryPlan] = []
+        children: list[Task] = list(outcome.batch_children)
+        for o in outcome.outcomes:
+            task = o.task
+            if o.ignored_reason is not None:
+                stats = {
+                    **task.execution_stats,
+                    "ignored_reason": o.ignored_reason,
+                    "ignored_at": now.isoformat(),
+                }
+                ignored.append(
+                    task.model_copy(
+                        update={
+                            "status": TaskStatus.IGNORED,
+                            "updated_at": now,
+                            "execution_stats": stats,
+                        }
+                    )
+                )
+                continue
+            decision = o.decision
+            assert decision is not None
+            if decision.kind == "success":
+                result = await blobs.offload(
+                    self._blobs,
+                    f"results/{task.id}",
+                    decision.result,
+                    decision.result_size,
+                    self._result_limit,
+                )
+                done = task.model_copy(
+                    update={
+                        "status": TaskStatus.EXECUTED,
+                        "updated_at": now,
+                        "execution_result": result,
+                    }
+                )
+                successes.append(done)
+                if task.stored:
+                    to_store.append(done)
+                children.extend(o.children)
+                continue
+            stats = dict(task.execution_stats)
+            if decision.error is not None:
+                stats["last_error"] = decision.error
+                stats.pop("last_error_stack", None)
+            if decision.stack is not None:
+                stats["last_error_stack"] = decision.stack
+            if decision.meta:
+                stats.update(decision.meta)
+            failed = task.model_copy(update={"execution_stats": stats, "updated_at": now})
+            spec = o.spec
+            plan = plan_retry(
+                failed,
+                executor_retries=spec.retries if spec else 0,
+                executor_retry_after=spec.retry_after if spec else 2.0,
+                now=now,
+            )
+            if plan is None:
+                final = failed.model_copy(
+                    update={
+                        "status": TaskStatus.FAILED,
+                        "execution_stats": {**stats, "failed_at": now.isoformat()},
+                    }
+                )
+                finals.append(final)
+                children.extend(o.children)
+            else:
+                # A retry is stored when a durable copy exists already (it must move on) or the
+                # executor asked for failures to be kept; otherwise it travels by the scheduler.
+                if task.stored or (spec is not None and spec.store_on_failure):
+                    plan = RetryPlan(
+                        plan.task.model_copy(update={"stored": True}), plan.at, plan.delay
+                    )
+                retries.append(plan)
+        for task in expired:
+            to_store.append(
+                task.model_copy(update={"status": TaskStatus.EXPIRED, "updated_at": now})
+            )
+
+        # 1. children of finished attempts, and the next attempts of retried ones.
+        if children:
+            await self._dispatcher.dispatch(children)
+        if retries:
+            await self._scheduler.schedule(
+                [ScheduledTask(at=p.at, name=schedule_name(p.task), task=p.task) for p in retries]
+            )
+        # 2. durable records.
+        to_store.extend(p.task for p in retries if p.task.stored)
+        to_store.extend(finals)
+        to_store.extend(ignored)
+        if to_store:
+            await self._store.put(to_store)
+        # 3. terminal projections, one call per status.
+        if successes:
+            await self._dispatcher.project(
+                successes,
+                "executed",
+                now,
+                results={t.id or "": t.execution_result for t in successes},
+            )
+        if finals:
+            await self._dispatcher.project(
+                finals,
+                "failed",
+                now,
+                errors={
+                    t.id or "": t.execution_stats.get("last_error") or "task failed" for t in finals
+                },
+            )
+        if ignored:
+            await self._dispatcher.project(
+                ignored,
+                "ignored",
+                now,
+                errors={t.id or "": t.execution_stats["ignored_reason"] for t in ignored},
+            )
+        if expired:
+            await self._dispatcher.project(
+                expired, "expired", now, errors={t.id or "": "expired" for t in expired}
+            )
+
+        self._stats.executed += len(successes)
+        self._stats.failed += len(finals)
+        self._stats.retried += len(retries)
+        self._stats.ignored += len(ignored)
+        self._stats.expired += len(expired)
+        if self._events:
+            self._emit(successes, finals, retries, ignored, expired)
+        return len(successes), len(finals) + len(retries)
+
+    def _emit(
+        self,
+        successes: list[Task],
+        finals: list[Task],
+        retries: list[RetryPlan],
+        ignored: list[Task],
+        expired: list[Task],
+    ) -> None:
+        ev = self._events
+        for t in successes:
+            ev.on_task_completed(t, t.execution_result)
+        for p in retries:
+            ev.on_task_failed(p.task, p.task.execution_stats.get("last_error"), True, p.at)
+        for t in finals:
+            error = t.execution_stats.get("last_error")
+            ev.on_task_failed(t, error, False, None)
+            ev.on_task_exhausted(t, error, t.retry_count + 1)
+        for t in ignored:
+            ev.on_task_ignored(t, t.execution_stats["ignored_reason"])
+        for t in expired:
+            ev.on_task_expired(t)

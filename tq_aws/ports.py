@@ -1,0 +1,132 @@
+"""Ports: the interfaces the engine talks to. Each has a memory backend (``backends.memory``) and
+an AWS backend; one contract test suite runs against both."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from tq_aws.core.projections import ProjectionRow
+from tq_aws.core.task import Entity, Task
+from tq_aws.errors import CodecError
+
+
+class Transport(Protocol):
+    """Carries encoded tasks to consumers (Kinesis stream, SQS queue, memory queues)."""
+
+    async def publish(self, tasks: Sequence[Task]) -> None:
+        """Publish every task, keeping the order of tasks that share a partition key.
+
+        Raises on failure; tasks before the failure may have been published (delivery is
+        at-least-once, so the caller may simply publish again)."""
+        ...
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One received record: the decoded task, or the codec error that prevented decoding."""
+
+    queue_id: str
+    data: bytes
+    position: str
+    """Where the record came from (queue and offset, shard and sequence number, message id)."""
+    task: Task | None = None
+    error: CodecError | None = None
+    partition_key: str | None = None
+    token: Any = None
+    """Backend-specific handle used to acknowledge the record."""
+
+
+class PollingSource(Protocol):
+    """A transport a long-running worker pulls from (memory queues, SQS, Kinesis shards)."""
+
+    async def receive(self, queue_id: str, max_records: int) -> list[Delivery]: ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def nack(self, deliveries: Sequence[Delivery]) -> None:
+        """Give records back for redelivery, ahead of anything received after them."""
+        ...
+
+    def queues_with_work(self) -> list[str]: ...
+
+
+class ClaimState(StrEnum):
+    """The answer of ``TaskStore.claim`` for one delivered task."""
+
+    RUN = "run"
+    """The stored copy was moved to ``processing``: run the task."""
+    ABSENT = "absent"
+    """No stored copy (never stored, or expired by TTL): run the task."""
+    CANCELLED = "cancelled"
+    """Cancelled before it started: do not run it."""
+    DONE = "done"
+    """The stored copy is terminal: this delivery is a duplicate."""
+    STALE = "stale"
+    """The stored copy is at a later attempt: this delivery is an old duplicate."""
+
+
+@dataclass(slots=True)
+class Claim:
+    state: ClaimState
+    stored: Task | None = None
+
+
+class TaskStore(Protocol):
+    """Durable task records, written only when asked or needed."""
+
+    async def put(self, tasks: Sequence[Task]) -> None:
+        """Insert or replace whole records (idempotent)."""
+        ...
+
+    async def get(self, task_id: str) -> Task | None: ...
+
+    async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
+        """For each delivered task, atomically move its stored copy to ``processing`` when it is
+        ``scheduled``/``processing`` at an attempt no later than the delivered one."""
+        ...
+
+    async def cancel(self, task_id: str, now: datetime) -> Task | None:
+        """Move a ``scheduled`` record to ``cancelled``; return it, or ``None`` if it was not
+        scheduled (never stored, started or finished)."""
+        ...
+
+
+class ProjectionStore(Protocol):
+    """Entity status rows; every write is conditional (see ``core.projections.supersedes``)."""
+
+    async def upsert(self, rows: Sequence[ProjectionRow]) -> None: ...
+
+    async def for_entity(self, entity: Entity) -> list[ProjectionRow]: ...
+
+
+@dataclass(slots=True, order=True)
+class ScheduledTask:
+    """A task to deliver at ``at``; ``name`` is deterministic so a repeated schedule is a no-op."""
+
+    at: datetime
+    name: str = field(compare=False)
+    task: Task = field(compare=False)
+
+
+class Scheduler(Protocol):
+    """Delivers tasks later, at any distance in the future, without polling a store."""
+
+    async def schedule(self, entries: Sequence[ScheduledTask]) -> None: ...
+
+    async def cancel(self, names: Sequence[str]) -> None:
+        """Drop pending entries by name; unknown names are ignored."""
+        ...
+
+
+class BlobStore(Protocol):
+    """Large values kept out of records and items (claim check)."""
+
+    async def put(self, key: str, data: bytes) -> str:
+        """Store ``data``; return the reference to keep in its place."""
+        ...
+
+    async def get(self, ref: str) -> bytes: ...
