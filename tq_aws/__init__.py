@@ -1,6 +1,7 @@
 """tq-aws: an AWS-native task-queue worker with an embedded in-memory default."""
 
 from tq_aws.core.actions import Actions
+from tq_aws.core.flows import FlowStatus, Join
 from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task, TaskStatus
@@ -10,6 +11,8 @@ from tq_aws.errors import TaskValidationError
 __all__ = [
     "Actions",
     "Entity",
+    "FlowStatus",
+    "Join",
     "LifecycleListener",
     "ProjectionRow",
     "Task",

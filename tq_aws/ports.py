@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
+from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task
 from tq_aws.errors import CodecError
@@ -82,6 +83,10 @@ class TaskStore(Protocol):
         """Insert or replace whole records (idempotent)."""
         ...
 
+    async def create(self, tasks: Sequence[Task]) -> list[bool]:
+        """Insert each record only if no record has its id; return which were created."""
+        ...
+
     async def get(self, task_id: str) -> Task | None: ...
 
     async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
@@ -130,3 +135,36 @@ class BlobStore(Protocol):
         ...
 
     async def get(self, ref: str) -> bytes: ...
+
+
+class FlowStore(Protocol):
+    """Flow barriers and step results. Every change is one conditional write (or one
+    transaction), safe to repeat."""
+
+    async def init(self, record: FlowRecord) -> bool:
+        """Create the barrier if absent; return whether this call created it."""
+        ...
+
+    async def get(self, flow_id: str) -> FlowRecord | None: ...
+
+    async def record_steps(
+        self, flow_id: str, results: Sequence[StepResult]
+    ) -> list[RecordOutcome]:
+        """Record each step's terminal result: first write wins per step index, and only while
+        the flow is open; the barrier's counters move with each recorded result, atomically."""
+        ...
+
+    async def results(self, flow_id: str) -> list[StepResult]:
+        """Every recorded step result, sorted by step index."""
+        ...
+
+    async def close(
+        self, flow_id: str, to: FlowState, *, expected_completed: int, now: datetime
+    ) -> bool:
+        """Move the flow ``open -> to`` if it is open and has exactly ``expected_completed``
+        results; return whether this call moved it (so exactly one caller dispatches the join)."""
+        ...
+
+    async def release_results(self, flow_id: str) -> None:
+        """Drop the step results of a closed flow once its join is dispatched."""
+        ...

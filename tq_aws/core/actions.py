@@ -10,14 +10,23 @@ import logging
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import pydantic_core
 from pydantic import BaseModel
 
+from tq_aws.core.flows import (
+    FLOW_META,
+    FlowRecord,
+    FlowStart,
+    Join,
+    validate_flow_options,
+)
 from tq_aws.core.log_context import TaskLoggerAdapter
-from tq_aws.core.task import Task
-from tq_aws.errors import DecisionError, ResultNotSerializableError
+from tq_aws.core.task import Entity, Task
+from tq_aws.errors import DecisionError, ResultNotSerializableError, TaskValidationError
+from tq_aws.ids import derived_id, new_id
 
 logger = logging.getLogger("tq_aws.actions")
 task_logger = logging.getLogger("tq_aws.task")
@@ -46,6 +55,8 @@ class BatchBook:
     decisions: dict[str, Decision] = field(default_factory=dict)
     children: dict[str, list[Task]] = field(default_factory=dict)
     batch_children: list[Task] = field(default_factory=list)
+    flows: dict[str, list[FlowStart]] = field(default_factory=dict)
+    batch_flows: list[FlowStart] = field(default_factory=list)
 
     def decide(self, task: Task, decision: Decision) -> bool:
         """Record ``decision`` unless the task was decided already; return whether it counted."""
@@ -63,6 +74,10 @@ class BatchBook:
             return False
         self.decisions[task_id] = decision
         return True
+
+
+def _as_float(value: float | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def jsonable_result(result: Any) -> tuple[Any, int]:
@@ -107,7 +122,7 @@ class Actions:
         ...     actions.success(task, {"message_id": "m-1"})
     """
 
-    __slots__ = ("_book", "_context", "_log", "_prepare", "_task")
+    __slots__ = ("_book", "_context", "_log", "_now", "_prepare", "_task")
 
     def __init__(
         self,
@@ -116,11 +131,13 @@ class Actions:
         *,
         task: Task | None,
         context: Mapping[str, str],
+        now: Callable[[], datetime],
     ):
         self._book = book
         self._prepare = prepare
         self._task = task
         self._context = context
+        self._now = now
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
 
     def success(self, task: Task, result: Any = None) -> None:
@@ -161,6 +178,98 @@ class Actions:
                 raise DecisionError(f"parent task {owner.id!r} is not part of the running batch")
             self._book.children.setdefault(owner.id or "", []).extend(prepared)
         return [t.id or "" for t in prepared]
+
+    def start_flow(
+        self,
+        steps: Sequence[Task],
+        join: Join,
+        failure_policy: str = "continue",
+        tolerated_failures: int | None = None,
+        tolerated_failure_percentage: float | None = None,
+        timeout: float | None = None,
+        entity: Entity | None = None,
+        *,
+        parent: Task | None = None,
+    ) -> str:
+        """Fan out ``steps`` and fan in to one ``join`` task; return the flow id.
+
+        The join task gets ``{"flow_results": {"flow_id", "steps": [...], "aborted"?,
+        "timed_out"?}}`` once every step reached its final outcome, at once when the failure
+        policy aborts, or at ``timeout`` seconds with the results so far.
+
+        Args:
+            steps: ordinary tasks of any ``(queue_id, type)``; step indexes follow this order.
+            join: where the join task goes.
+            failure_policy: ``continue`` (the join gets every result, failures included) or
+                ``abort`` (the first final failure joins at once with ``aborted: true``).
+            tolerated_failures: abort once MORE than this many steps failed.
+            tolerated_failure_percentage: abort once MORE than this share (0..100) failed.
+            timeout: seconds until the join is dispatched with partial results and
+                ``timed_out: true`` if the flow is still open.
+            entity: entity for the flow-level projection row (``task_id == flow_id``).
+            parent: in a batch executor, the task of the batch that owns the flow.
+
+        Like children, the flow starts when the owning attempt ends for good. Its id derives
+        from the owning task, attempt and call order, so a redelivered attempt starts the same
+        flow again, which is a no-op.
+        """
+        if not isinstance(join, Join):
+            raise TaskValidationError(
+                "start_flow(join=...): pass tq_aws.Join(queue_id=..., type=...)", field="join"
+            )
+        validate_flow_options(
+            steps, failure_policy, tolerated_failures, tolerated_failure_percentage, timeout
+        )
+        owner = parent if parent is not None else self._task
+        if owner is not None and owner.id not in self._book.tasks:
+            raise DecisionError(f"parent task {owner.id!r} is not part of the running batch")
+        now = self._now()
+        if owner is None:
+            flow_id = new_id()
+            registry = self._book.batch_flows
+        else:
+            registry = self._book.flows.setdefault(owner.id or "", [])
+            label = f"a{owner.retry_count}:flow:{len(registry)}"
+            flow_id = derived_id(owner.id or "", label)
+        total = len(steps)
+        marked = []
+        for index, step in enumerate(steps):
+            if not isinstance(step, Task):
+                raise TaskValidationError(
+                    f"start_flow: steps[{index}] is a {type(step).__name__}; pass Task objects",
+                    index=index,
+                    field="steps",
+                )
+            meta = {"flow_id": flow_id, "step_index": index, "total_steps": total}
+            marked.append(
+                step.model_copy(
+                    update={
+                        "id": step.id or derived_id(flow_id, f"step:{index}"),
+                        "metadata": {**step.metadata, FLOW_META: meta},
+                    }
+                )
+            )
+        context = dict(owner.log_context) if owner is not None else {}
+        prepared = self._prepare(marked, context)
+        record = FlowRecord(
+            flow_id=flow_id,
+            total=total,
+            join=join,
+            failure_policy=failure_policy,
+            tolerated_failures=tolerated_failures,
+            tolerated_failure_percentage=(
+                None
+                if tolerated_failure_percentage is None
+                else float(tolerated_failure_percentage)
+            ),
+            started_at=now,
+            deadline=None if timeout is None else now + timedelta(seconds=timeout),
+            entity=entity,
+            log_context=context,
+            parent_task_id=owner.id if owner is not None else None,
+        )
+        registry.append(FlowStart(record=record, steps=prepared))
+        return flow_id
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

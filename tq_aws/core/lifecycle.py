@@ -42,6 +42,12 @@ class LifecycleListener:
     def on_task_expired(self, task: Task) -> None:
         """The task was delivered after its ``expires_at`` and not run."""
 
+    def on_flow_started(self, flow_id: str, total: int) -> None:
+        """A flow's barrier was created and its steps dispatched."""
+
+    def on_flow_closed(self, flow_id: str, state: str, succeeded: int, failed: int) -> None:
+        """A flow closed (``joined``, ``aborted`` or ``timed_out``) and its join was dispatched."""
+
     def on_batch_started(self, queue_id: str, size: int) -> None:
         """A delivered batch is about to run."""
 
@@ -92,6 +98,12 @@ class LifecycleBus(LifecycleListener):
 
     def on_task_expired(self, task: Task) -> None:
         self._emit("on_task_expired", task)
+
+    def on_flow_started(self, flow_id: str, total: int) -> None:
+        self._emit("on_flow_started", flow_id, total)
+
+    def on_flow_closed(self, flow_id: str, state: str, succeeded: int, failed: int) -> None:
+        self._emit("on_flow_closed", flow_id, state, succeeded, failed)
 
     def on_batch_started(self, queue_id: str, size: int) -> None:
         self._emit("on_batch_started", queue_id, size)

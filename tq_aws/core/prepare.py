@@ -24,6 +24,7 @@ def prepare_tasks(
     now: datetime,
     *,
     inherit_context: Mapping[str, str] | None = None,
+    validate: bool = True,
 ) -> list[Task]:
     """Return dispatch-ready copies of ``tasks``.
 
@@ -31,6 +32,7 @@ def prepare_tasks(
     status ``scheduled``, a sanitised log context (merged under ``inherit_context``: the child's
     own keys win) and the executor's partition key. A payload that fails the executor's
     ``payload_model`` raises ``TaskValidationError`` naming the field; nothing is returned then.
+    ``validate=False`` skips that check, for tasks the framework builds itself (joins).
     """
     out: list[Task] = []
     for index, task in enumerate(tasks):
@@ -40,7 +42,7 @@ def prepare_tasks(
                 index=index,
             )
         spec = registry.get(task.queue_id, task.type)
-        if spec is not None and spec.payload_model is not None:
+        if validate and spec is not None and spec.payload_model is not None:
             try:
                 spec.payload_model.model_validate(task.payload)
             except ValidationError as exc:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tq_aws.core import log_context
@@ -23,6 +24,7 @@ from tq_aws.core.actions import (
     failure_decision,
 )
 from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, ExecutorSpec
+from tq_aws.core.flows import FlowStart
 from tq_aws.core.task import Task
 
 logger = logging.getLogger("tq_aws.runner")
@@ -39,6 +41,7 @@ class TaskOutcome:
     decision: Decision | None
     ignored_reason: str | None = None
     children: list[Task] = field(default_factory=list)
+    flows: list[FlowStart] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -47,6 +50,7 @@ class BatchOutcome:
 
     outcomes: list[TaskOutcome]
     batch_children: list[Task]
+    batch_flows: list[FlowStart] = field(default_factory=list)
 
 
 StartedHook = Callable[[Task], None]
@@ -61,11 +65,13 @@ class Runner:
         prepare: PrepareFn,
         *,
         worker_id: str,
+        now: Callable[[], datetime],
         on_started: StartedHook | None = None,
     ):
         self._registry = registry
         self._prepare = prepare
         self._worker_id = worker_id
+        self._now = now
         self._on_started = on_started
 
     async def run(self, tasks: Sequence[Task]) -> BatchOutcome:
@@ -107,9 +113,12 @@ class Runner:
                     decision=decision,
                     ignored_reason=reason,
                     children=book.children.get(tid, []),
+                    flows=book.flows.get(tid, []),
                 )
             )
-        return BatchOutcome(outcomes=outcomes, batch_children=book.batch_children)
+        return BatchOutcome(
+            outcomes=outcomes, batch_children=book.batch_children, batch_flows=book.batch_flows
+        )
 
     def _context(self, task: Task) -> dict[str, str]:
         return {
@@ -122,7 +131,7 @@ class Runner:
 
     async def _run_one(self, spec: ExecutorSpec, task: Task, book: BatchBook) -> None:
         ctx = self._context(task)
-        actions = Actions(book, self._prepare, task=task, context=ctx)
+        actions = Actions(book, self._prepare, task=task, context=ctx, now=self._now)
         if self._on_started is not None:
             self._on_started(task)
         try:
@@ -143,7 +152,7 @@ class Runner:
             "worker_id": self._worker_id,
             "batch_size": str(len(group)),
         }
-        actions = Actions(book, self._prepare, task=None, context=ctx)
+        actions = Actions(book, self._prepare, task=None, context=ctx, now=self._now)
         if self._on_started is not None:
             for task in group:
                 self._on_started(task)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from tq_aws.backends.memory import (
     MemoryBlobStore,
+    MemoryFlowStore,
     MemoryProjectionStore,
     MemoryScheduler,
     MemoryTaskStore,
@@ -23,6 +24,7 @@ from tq_aws.backends.memory import (
 from tq_aws.clock import Clock, SystemClock
 from tq_aws.core import log_context
 from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, PartitionKeyFn, make_spec
+from tq_aws.core.flows import FlowStatus
 from tq_aws.core.lifecycle import LifecycleBus, LifecycleListener
 from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import ProjectionRow, build_row
@@ -31,10 +33,19 @@ from tq_aws.core.runner import Runner
 from tq_aws.core.task import Entity, Task
 from tq_aws.engine import blobs
 from tq_aws.engine.dispatch import Dispatcher, schedule_name
+from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.processor import BatchProcessor, PoisonRecord
 from tq_aws.engine.stats import Stats
 from tq_aws.errors import ConfigurationError
-from tq_aws.ports import BlobStore, PollingSource, ProjectionStore, Scheduler, TaskStore, Transport
+from tq_aws.ports import (
+    BlobStore,
+    FlowStore,
+    PollingSource,
+    ProjectionStore,
+    Scheduler,
+    TaskStore,
+    Transport,
+)
 
 logger = logging.getLogger("tq_aws")
 
@@ -53,8 +64,8 @@ class TaskQueue:
     Args:
         clock: the source of "now" (``tq_aws.testing.ManualClock`` in tests).
         batch_size: how many records one delivered batch holds at most.
-        transport, task_store, projection_store, scheduler, blob_store: backends for the ports;
-            each defaults to its memory backend.
+        transport, task_store, projection_store, flow_store, scheduler, blob_store: backends
+            for the ports; each defaults to its memory backend.
         result_limit: results larger than this many bytes (JSON) go to the blob store.
         include_payload: copy task payloads into projection rows.
         worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
@@ -76,6 +87,7 @@ class TaskQueue:
         transport: Transport | None = None,
         task_store: TaskStore | None = None,
         projection_store: ProjectionStore | None = None,
+        flow_store: FlowStore | None = None,
         scheduler: Scheduler | None = None,
         blob_store: BlobStore | None = None,
         result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
@@ -89,6 +101,7 @@ class TaskQueue:
         self.transport: Transport = transport or MemoryTransport()
         self.task_store: TaskStore = task_store or MemoryTaskStore()
         self.projection_store: ProjectionStore = projection_store or MemoryProjectionStore()
+        self.flow_store: FlowStore = flow_store or MemoryFlowStore()
         self.scheduler: Scheduler = scheduler or MemoryScheduler(self.transport)
         self.blob_store: BlobStore = blob_store or MemoryBlobStore()
         self.worker_id = worker_id or _worker_id()
@@ -98,6 +111,7 @@ class TaskQueue:
         log_context.install_record_factory()
         self._dispatcher = Dispatcher(
             clock=self.clock,
+            registry=self.registry,
             transport=self.transport,
             scheduler=self.scheduler,
             task_store=self.task_store,
@@ -110,13 +124,26 @@ class TaskQueue:
             self.registry,
             self._prepare_children,
             worker_id=self.worker_id,
+            now=self.clock.now,
             on_started=self._started,
+        )
+        self.flows = FlowCoordinator(
+            clock=self.clock,
+            flow_store=self.flow_store,
+            task_store=self.task_store,
+            projections=self.projection_store,
+            scheduler=self.scheduler,
+            blob_store=self.blob_store,
+            dispatcher=self._dispatcher,
+            events=self.events,
+            stats=self.stats,
         )
         self.processor = BatchProcessor(
             clock=self.clock,
             registry=self.registry,
             runner=self._runner,
             dispatcher=self._dispatcher,
+            flows=self.flows,
             scheduler=self.scheduler,
             task_store=self.task_store,
             blob_store=self.blob_store,
@@ -251,6 +278,11 @@ class TaskQueue:
                 result = await blobs.resolve(self.blob_store, row.result)
                 rows[i] = row.model_copy(update={"result": result})
         return rows
+
+    async def flow_status(self, flow_id: str) -> FlowStatus | None:
+        """A flow's state (``open``, ``joined``, ``aborted``, ``timed_out``), counts, times and
+        join task id; ``None`` for an unknown flow."""
+        return await self.flows.status(flow_id)
 
     async def cancel(self, task_id: str) -> bool:
         """Cancel a stored task that has not started; return whether it was cancelled.

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from tq_aws.clock import Clock
+from tq_aws.core.executors import ExecutorRegistry
 from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import build_row
-from tq_aws.core.task import Task
+from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine.stats import Stats
 from tq_aws.errors import PublishError
 from tq_aws.ports import ProjectionStore, ScheduledTask, Scheduler, TaskStore, Transport
@@ -40,6 +42,7 @@ class Dispatcher:
         self,
         *,
         clock: Clock,
+        registry: ExecutorRegistry,
         transport: Transport,
         scheduler: Scheduler,
         task_store: TaskStore,
@@ -49,6 +52,7 @@ class Dispatcher:
         include_payload: bool,
     ):
         self._clock = clock
+        self._registry = registry
         self._transport = transport
         self._scheduler = scheduler
         self._store = task_store
@@ -89,6 +93,41 @@ class Dispatcher:
         if self._events:
             for task in tasks:
                 self._events.on_task_scheduled(task)
+
+    def prepare_internal(self, task: Task) -> Task:
+        """Prepare a task the framework built (a join): defaults and partition key, no
+        payload validation (the framework's payload shape is not the user's model)."""
+        return prepare_tasks([task], self._registry, self._clock.now(), validate=False)[0]
+
+    async def dispatch_once(self, task: Task) -> None:
+        """Dispatch a task with a deterministic id at most once: create its record if absent
+        and publish it; if the record exists but never started, publish it again (a duplicate
+        delivery is dropped by the claim), else do nothing."""
+        now = self._clock.now()
+        record = task.model_copy(update={"stored": True})
+        if not (await self._store.create([record]))[0]:
+            existing = await self._store.get(task.id or "")
+            if (
+                existing is None
+                or existing.status is not TaskStatus.SCHEDULED
+                or existing.retry_count != 0
+            ):
+                return
+            record = existing
+        else:
+            await self.project([record], "scheduled", now)
+            self._stats.added += 1
+            if self._events:
+                self._events.on_task_scheduled(record)
+        if record.execute_at is not None and record.execute_at > now:
+            await self._scheduler.schedule([scheduled(record, now)])
+            return
+        try:
+            await self._transport.publish([record])
+        except Exception as exc:
+            raise PublishError(
+                f"task {record.id} could not be published: {exc}", task_ids=[record.id or ""]
+            ) from exc
 
     async def project(
         self,

@@ -2,14 +2,16 @@
 
 Post-processing writes in the order that makes a crash at any point safe to redeliver:
 
-1. children of finished attempts are dispatched, retries are scheduled (deterministic names);
+1. flows and children of finished attempts are dispatched, retries are scheduled
+   (deterministic names and ids, so a repeat is harmless);
 2. task records are written (retries, final failures, ignored, expired, stored successes);
 3. terminal projections are written;
-4. the caller acknowledges the batch.
+4. flow steps' final outcomes reach their barriers (first write wins per step), joins go out;
+5. the caller acknowledges the batch.
 
 A crash before 2 redelivers the batch and the tasks run again (at-least-once). A crash after 2
 redelivers tasks whose stored copy is terminal: the claim drops them and re-writes their
-terminal projection, so nothing is lost and nothing runs twice.
+terminal projection and flow report, so nothing is lost and nothing runs twice.
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from datetime import datetime, timedelta
 
 from tq_aws.clock import Clock
 from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.flows import TIMEOUT_TYPE, FlowStart, flow_meta
 from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.retry import RetryPlan, plan_retry
 from tq_aws.core.runner import BatchOutcome, Runner
 from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine import blobs
 from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
+from tq_aws.engine.flows import FlowCoordinator, step_result
 from tq_aws.engine.stats import Stats
 from tq_aws.ports import BlobStore, ClaimState, Delivery, ScheduledTask, Scheduler, TaskStore
 
@@ -59,6 +63,7 @@ class BatchProcessor:
         registry: ExecutorRegistry,
         runner: Runner,
         dispatcher: Dispatcher,
+        flows: FlowCoordinator,
         scheduler: Scheduler,
         task_store: TaskStore,
         blob_store: BlobStore,
@@ -70,6 +75,7 @@ class BatchProcessor:
         self._registry = registry
         self._runner = runner
         self._dispatcher = dispatcher
+        self._flows = flows
         self._scheduler = scheduler
         self._store = task_store
         self._blobs = blob_store
@@ -93,7 +99,9 @@ class BatchProcessor:
         queue_id = tasks[0].queue_id
         if self._events:
             self._events.on_batch_started(queue_id, len(tasks))
-        runnable, expired = await self._admit(tasks, now)
+        runnable, expired, sentinels = await self._admit(tasks, now)
+        for sentinel in sentinels:
+            await self._flows.on_timeout(sentinel)
         first_attempts = [t for t in runnable if t.entity is not None and t.retry_count == 0]
         if first_attempts:
             await self._dispatcher.project(first_attempts, "processing", now)
@@ -113,12 +121,16 @@ class BatchProcessor:
             "undecodable record at %s (%s): %s", record.position, record.reason, record.error
         )
 
-    async def _admit(self, tasks: list[Task], now: datetime) -> tuple[list[Task], list[Task]]:
-        """Drop duplicates and cancelled tasks, hold back early ones, set aside expired ones."""
+    async def _admit(
+        self, tasks: list[Task], now: datetime
+    ) -> tuple[list[Task], list[Task], list[Task]]:
+        """Drop duplicates and cancelled tasks, hold back early ones, set aside expired ones
+        and flow deadline sentinels (handled by the framework, not by an executor)."""
         stored = [t for t in tasks if t.stored]
         claims = await self._store.claim(stored, now) if stored else {}
         runnable: list[Task] = []
         expired: list[Task] = []
+        sentinels: list[Task] = []
         early: list[Task] = []
         repairs: list[Task] = []
         seen: set[str] = set()
@@ -141,6 +153,8 @@ class BatchProcessor:
                 continue
             if task.execute_at is not None and task.execute_at > now + EARLY_TOLERANCE:
                 early.append(task)
+            elif task.type == TIMEOUT_TYPE and (flow_meta(task) or {}).get("is_timeout"):
+                sentinels.append(task)
             elif task.expires_at is not None and now >= task.expires_at:
                 expired.append(task)
             else:
@@ -156,7 +170,9 @@ class BatchProcessor:
                 errors={task.id or "": task.execution_stats.get("last_error")},
                 results={task.id or "": task.execution_result},
             )
-        return runnable, expired
+        if repairs:
+            await self._report_flows(repairs)
+        return runnable, expired, sentinels
 
     async def _post_process(self, outcome: BatchOutcome, expired: list[Task]) -> tuple[int, int]:
         now = self._clock.now()
@@ -166,6 +182,7 @@ class BatchProcessor:
         ignored: list[Task] = []
         retries: list[RetryPlan] = []
         children: list[Task] = list(outcome.batch_children)
+        starts: list[FlowStart] = list(outcome.batch_flows)
         for o in outcome.outcomes:
             task = o.task
             if o.ignored_reason is not None:
@@ -205,6 +222,7 @@ class BatchProcessor:
                 if task.stored:
                     to_store.append(done)
                 children.extend(o.children)
+                starts.extend(o.flows)
                 continue
             stats = dict(task.execution_stats)
             if decision.error is not None:
@@ -231,6 +249,7 @@ class BatchProcessor:
                 )
                 finals.append(final)
                 children.extend(o.children)
+                starts.extend(o.flows)
             else:
                 # A retry is stored when a durable copy exists already (it must move on) or the
                 # executor asked for failures to be kept; otherwise it travels by the scheduler.
@@ -239,12 +258,14 @@ class BatchProcessor:
                         plan.task.model_copy(update={"stored": True}), plan.at, plan.delay
                     )
                 retries.append(plan)
-        for task in expired:
-            to_store.append(
-                task.model_copy(update={"status": TaskStatus.EXPIRED, "updated_at": now})
-            )
+        expired_done = [
+            t.model_copy(update={"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
+        ]
+        to_store.extend(expired_done)
 
-        # 1. children of finished attempts, and the next attempts of retried ones.
+        # 1. flows and children of finished attempts, and the next attempts of retried ones.
+        if starts:
+            await self._flows.start(starts)
         if children:
             await self._dispatcher.dispatch(children)
         if retries:
@@ -286,6 +307,9 @@ class BatchProcessor:
                 expired, "expired", now, errors={t.id or "": "expired" for t in expired}
             )
 
+        # 4. flow barriers and joins.
+        await self._report_flows([*successes, *finals, *ignored, *expired_done])
+
         self._stats.executed += len(successes)
         self._stats.failed += len(finals)
         self._stats.retried += len(retries)
@@ -294,6 +318,25 @@ class BatchProcessor:
         if self._events:
             self._emit(successes, finals, retries, ignored, expired)
         return len(successes), len(finals) + len(retries)
+
+    async def _report_flows(self, finished: list[Task]) -> None:
+        steps = []
+        for task in finished:
+            meta = flow_meta(task)
+            if meta is None:
+                continue
+            if meta.get("is_join"):
+                if task.status is TaskStatus.EXECUTED:
+                    await self._flows.on_join_finished(task, "executed", None)
+                else:
+                    error = task.execution_stats.get("last_error") or "join failed"
+                    await self._flows.on_join_finished(task, "failed", str(error))
+                continue
+            result = step_result(task)
+            if result is not None:
+                steps.append((task, result))
+        if steps:
+            await self._flows.report(steps)
 
     def _emit(
         self,

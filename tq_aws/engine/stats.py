@@ -23,6 +23,10 @@ class Stats:
     duplicates_dropped: int = 0
     poison: int = 0
     projection_errors: int = 0
+    flows_started: int = 0
+    flows_closed: int = 0
+    flow_step_duplicates: int = 0
+    """Step outcomes that reached a barrier which already had that step's result."""
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

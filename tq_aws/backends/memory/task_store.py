@@ -24,6 +24,19 @@ class MemoryTaskStore:
             self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
         self.writes += len(tasks)
 
+    async def create(self, tasks: Sequence[Task]) -> list[bool]:
+        out = []
+        for task in tasks:
+            if task.id is None:
+                raise ValueError("a stored task needs an id")
+            if task.id in self._tasks:
+                out.append(False)
+                continue
+            self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
+            self.writes += 1
+            out.append(True)
+        return out
+
     async def get(self, task_id: str) -> Task | None:
         task = self._tasks.get(task_id)
         return None if task is None else task.model_copy(deep=True)
