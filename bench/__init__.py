@@ -1,0 +1,1 @@
+"""Benchmarks. ``python -m bench`` runs every one of them; see ``bench/README.md``."""

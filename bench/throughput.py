@@ -1,0 +1,318 @@
+"""Embedded throughput: N no-op tasks added, run and recorded, tq-aws against Dramatiq.
+
+Both sides run in this process, one after the other, alternating, after a warm-up:
+
+* tq-aws: a fresh ``TaskQueue`` on its in-memory backends and the real clock. Timed: building
+  the N ``Task`` objects, one ``add_tasks`` call (every record is JSON-encoded onto the memory
+  transport), and ``run_until_idle`` (every record is decoded, run and post-processed in
+  batches of ``--batch-size``). Afterwards ``app.stats.executed`` must equal N.
+* Dramatiq: a fresh ``StubBroker`` with its default middleware and an actor whose body only
+  counts the call. Timed: N ``actor.send(i)`` calls, ``Worker.start``, ``broker.join`` and
+  ``worker.join``. Afterwards the count must equal N and nothing may be dead-lettered. The
+  worker is built before the clock starts and stopped after it stops.
+
+Pairs (each tq-aws row is compared with the Dramatiq row named in "baseline"):
+
+* ``plain``: no persistence on either side.
+* ``recorded``: tq-aws tasks with ``force_store=True`` (a durable record in the memory task
+  store from add to ``executed``) against Dramatiq with the ``Results`` middleware, the
+  ``StubBackend`` and ``store_results=True`` (every result written to the backend).
+* ``batch``: a tq-aws ``batch_executor`` against the plain Dramatiq baseline.
+
+Each case is measured ``--repeats`` times; the table shows the best run (fastest: noise only ever
+slows a run down) and the ratio of the medians next to the ratio of the bests.
+
+Run: ``python -m bench.throughput`` (``--quick``, ``--n``, ``--repeats``, ``--threads``,
+``--batch-size``, ``--profile``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import gc
+import io
+import itertools
+import os
+import platform
+import pstats
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.results import Results
+from dramatiq.results.backends import StubBackend
+
+from tq_aws import Actions, Task, TaskQueue, TaskStatus
+
+QUEUE = "bench"
+TARGET_RATIO = 3.0
+DEFAULT_N = 20_000
+QUICK_N = 2_000
+WARMUP_N = 1_000
+
+
+class BenchError(RuntimeError):
+    """A measured run did not do the work it was timed for."""
+
+
+# -- tq-aws ---------------------------------------------------------------------------------
+
+
+def _tq_app(kind: str, batch_size: int) -> TaskQueue:
+    app = TaskQueue(batch_size=batch_size)
+    if kind == "batch":
+
+        @app.batch_executor(QUEUE, "noop")
+        async def noop_batch(tasks: list[Task], actions: Actions) -> None:
+            for task in tasks:
+                actions.success(task)
+
+    else:
+
+        @app.executor(QUEUE, "noop")
+        async def noop(task: Task, actions: Actions) -> None:
+            actions.success(task)
+
+    return app
+
+
+async def _tq_timed(app: TaskQueue, n: int, force_store: bool) -> tuple[float, list[str]]:
+    start = time.perf_counter()
+    tasks = [
+        Task(type="noop", queue_id=QUEUE, payload={"i": i}, force_store=force_store)
+        for i in range(n)
+    ]
+    ids = await app.add_tasks(tasks)
+    await app.run_until_idle()
+    return time.perf_counter() - start, ids
+
+
+async def _tq_check(app: TaskQueue, n: int, ids: list[str], recorded: bool) -> None:
+    if app.stats.executed != n or app.stats.failed or app.stats.ignored:
+        raise BenchError(
+            f"tq-aws executed {app.stats.executed} of {n} tasks "
+            f"(failed {app.stats.failed}, ignored {app.stats.ignored})"
+        )
+    if recorded:
+        stored = len(app.task_store) if hasattr(app.task_store, "__len__") else n
+        if stored != n:
+            raise BenchError(f"tq-aws stored {stored} of {n} task records")
+        for task_id in (ids[0], ids[-1]):
+            task = await app.get_task(task_id)
+            if task is None or task.status is not TaskStatus.EXECUTED:
+                raise BenchError(f"tq-aws record of {task_id} is {task and task.status}")
+
+
+def run_tq(kind: str, n: int, batch_size: int) -> float:
+    """Seconds for tq-aws to add, run and record ``n`` no-op tasks (``plain``, ``recorded``,
+    ``batch``)."""
+    recorded = kind == "recorded"
+    app = _tq_app(kind, batch_size)
+
+    async def go() -> float:
+        gc.collect()
+        seconds, ids = await _tq_timed(app, n, recorded)
+        await _tq_check(app, n, ids, recorded)
+        return seconds
+
+    return asyncio.run(go())
+
+
+# -- Dramatiq -------------------------------------------------------------------------------
+
+
+def run_dramatiq(kind: str, n: int, threads: int) -> float:
+    """Seconds for Dramatiq's ``StubBroker`` + ``Worker`` to send and run ``n`` no-op messages
+    (``plain``, or ``recorded`` with results stored in the ``StubBackend``)."""
+    recorded = kind == "recorded"
+    broker = StubBroker()
+    backend: StubBackend | None = None
+    if recorded:
+        backend = StubBackend()
+        backend.results = {}  # the class attribute is shared by every StubBackend
+        broker.add_middleware(Results(backend=backend))
+    done = itertools.count()
+
+    def noop(i: int) -> None:
+        next(done)
+
+    options: dict[str, Any] = {"store_results": True} if recorded else {}
+    actor = dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name=QUEUE, **options)
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    gc.collect()
+    try:
+        start = time.perf_counter()
+        messages = [actor.send(i) for i in range(n)]
+        worker.start()
+        broker.join(QUEUE)
+        worker.join()
+        seconds = time.perf_counter() - start
+    finally:
+        worker.stop()
+        broker.close()
+    ran = next(done)
+    if ran != n or broker.dead_letters:
+        raise BenchError(f"Dramatiq ran {ran} of {n} messages, {len(broker.dead_letters)} dead")
+    if backend is not None:
+        if len(backend.results) != n:
+            raise BenchError(f"Dramatiq stored {len(backend.results)} of {n} results")
+        for message in (messages[0], messages[-1]):
+            message.get_result(backend=backend)  # raises ResultMissing if it was not stored
+    return seconds
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Case:
+    """One side of one pair, with its timings in seconds."""
+
+    name: str
+    run: Callable[[int], float]
+    seconds: list[float] = field(default_factory=list)
+
+    def best(self) -> float:
+        return min(self.seconds)
+
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    name: str
+    tq: str
+    baseline: str
+
+
+PAIRS = (
+    Pair("plain", "tq plain", "dramatiq plain"),
+    Pair("recorded", "tq recorded", "dramatiq recorded"),
+    Pair("batch", "tq batch", "dramatiq plain"),
+)
+
+
+def _cases(batch_size: int, threads: int) -> list[Case]:
+    # Listed in the order they run in each round: the two sides of a pair alternate.
+    return [
+        Case("tq plain", lambda n: run_tq("plain", n, batch_size)),
+        Case("dramatiq plain", lambda n: run_dramatiq("plain", n, threads)),
+        Case("tq recorded", lambda n: run_tq("recorded", n, batch_size)),
+        Case("dramatiq recorded", lambda n: run_dramatiq("recorded", n, threads)),
+        Case("tq batch", lambda n: run_tq("batch", n, batch_size)),
+    ]
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f}"
+
+
+def render(n: int, cases: dict[str, Case]) -> str:
+    """The result table: per pair, both sides' best time and rate, and the ratios."""
+    header = (
+        f"{'pair':<9} {'N':>7}  {'tq-aws s':>8} {'tq-aws/s':>9}  "
+        f"{'baseline':<17} {'s':>6} {'tasks/s':>8}  {'ratio':>6} {'median':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for pair in PAIRS:
+        tq, base = cases[pair.tq], cases[pair.baseline]
+        ratio = base.best() / tq.best()
+        median_ratio = base.median() / tq.median()
+        lines.append(
+            f"{pair.name:<9} {n:>7}  {tq.best():>8.3f} {_rate(n, tq.best()):>9}  "
+            f"{pair.baseline:<17} {base.best():>6.3f} {_rate(n, base.best()):>8}  "
+            f"{ratio:>5.2f}x {median_ratio:>5.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def profile_tq(kind: str, n: int, batch_size: int, top: int = 25) -> str:
+    """cProfile of one tq-aws run, top functions by own time and by cumulative time."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_tq(kind, n, batch_size)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description="Embedded throughput of tq-aws against Dramatiq's StubBroker + Worker.",
+    )
+    parser.add_argument("--n", type=int, default=None, help=f"tasks per run (default {DEFAULT_N})")
+    parser.add_argument(
+        "--quick", action="store_true", help=f"N={QUICK_N} and 2 repeats: a smoke run"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="runs per case (default 3)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="Dramatiq worker threads (default 1)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=100, help="tq-aws TaskQueue batch_size (default 100)"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("plain", "recorded", "batch"),
+        default=None,
+        help="after the table, print a cProfile of one tq-aws run of this kind",
+    )
+    args = parser.parse_args(argv)
+    if args.n is None:
+        args.n = QUICK_N if args.quick else DEFAULT_N
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
+    if args.n < 1 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
+        parser.error("--n, --repeats, --threads and --batch-size must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    n: int = args.n
+    cases = _cases(args.batch_size, args.threads)
+    print(
+        f"embedded throughput: N={n}, best of {args.repeats}, tq-aws batch_size="
+        f"{args.batch_size}, Dramatiq {dramatiq.__version__} StubBroker, "
+        f"{args.threads} worker thread(s)"
+    )
+    print(
+        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
+        f"{os.cpu_count()} CPU(s)"
+    )
+    started = time.perf_counter()
+    for case in cases:  # warm-up: imports, pydantic schemas, first-call caches
+        case.run(min(n, WARMUP_N))
+    for _ in range(args.repeats):
+        for case in cases:
+            case.seconds.append(case.run(n))
+    by_name = {case.name: case for case in cases}
+    print()
+    print(render(n, by_name))
+    print()
+    plain = by_name["dramatiq plain"].best() / by_name["tq plain"].best()
+    verdict = "met" if plain >= TARGET_RATIO else "NOT met"
+    print(f"target: tq-aws >= {TARGET_RATIO:.0f}x Dramatiq, plain pair: {verdict} ({plain:.2f}x)")
+    print(f"wall time {time.perf_counter() - started:.1f}s")
+    if args.profile is not None:
+        print()
+        print(f"cProfile of one tq-aws {args.profile} run, N={n}:")
+        print(profile_tq(args.profile, n, args.batch_size))
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
