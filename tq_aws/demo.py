@@ -476,7 +476,7 @@ class Screen:
             self._live.stop()
             self._live = None
 
-    async def show(self, snapshot: Snapshot) -> None:
+    async def show(self, snapshot: Snapshot, *, last: bool = False) -> None:
         if self._live is not None:
             width, height = self.console.size
             self._live.update(frame(snapshot, self.monitor, width, height), refresh=True)
@@ -487,7 +487,7 @@ class Screen:
             for event in events[self._printed :]:
                 self.console.print(Text("    ").append_text(event_line(event)), soft_wrap=True)
             self._printed = len(events)
-        if self.pause:
+        if self.pause and not last:
             await asyncio.sleep(self.pause)
 
 
@@ -579,7 +579,7 @@ async def play(console: Console, *, fast: bool = False) -> ShopDay:
 
         final = await snapshot(app, "Nothing is due any more: the morning is over")
         if screen.live_mode:  # the last frame stays on screen above the summary
-            await screen.show(final)
+            await screen.show(final, last=True)
     day.rows = final.rows
     print_summary(console, day, final, table=not screen.live_mode)
     return day
