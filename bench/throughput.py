@@ -40,7 +40,7 @@ import pstats
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,7 @@ async def _tq_check(app: TaskQueue, n: int, ids: list[str], recorded: bool) -> N
             f"(failed {app.stats.failed}, ignored {app.stats.ignored})"
         )
     if recorded:
-        stored = len(app.task_store) if hasattr(app.task_store, "__len__") else n
+        stored = len(app.task_store) if isinstance(app.task_store, Sized) else n
         if stored != n:
             raise BenchError(f"tq-aws stored {stored} of {n} task records")
         for task_id in (ids[0], ids[-1]):
@@ -137,14 +137,14 @@ def run_dramatiq(kind: str, n: int, threads: int) -> float:
     if recorded:
         backend = StubBackend()
         backend.results = {}  # the class attribute is shared by every StubBackend
-        broker.add_middleware(Results(backend=backend))
+        broker.add_middleware(Results(backend=backend))  # type: ignore[no-untyped-call]
     done = itertools.count()
 
     def noop(i: int) -> None:
         next(done)
 
     options: dict[str, Any] = {"store_results": True} if recorded else {}
-    actor = dramatiq.actor(noop, broker=broker, actor_name="noop", queue_name=QUEUE, **options)
+    actor = dramatiq.actor(broker=broker, actor_name="noop", queue_name=QUEUE, **options)(noop)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     gc.collect()
     try:
@@ -231,6 +231,11 @@ def render(n: int, cases: dict[str, Case]) -> str:
             f"{pair.baseline:<17} {base.best():>6.3f} {_rate(n, base.best()):>8}  "
             f"{ratio:>5.2f}x {median_ratio:>5.2f}x"
         )
+    lines.append("")
+    lines.append("every run, tasks/s:")
+    for case in cases.values():
+        runs = " ".join(f"{_rate(n, s):>8}" for s in case.seconds)
+        lines.append(f"  {case.name:<17} {runs}")
     return "\n".join(lines)
 
 
@@ -258,7 +263,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--repeats", type=int, default=None, help="runs per case (default 3)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="Dramatiq worker threads (default 1)"
+        "--threads",
+        type=int,
+        default=8,
+        help="Dramatiq worker threads (default 8, Dramatiq's own default)",
     )
     parser.add_argument(
         "--batch-size", type=int, default=100, help="tq-aws TaskQueue batch_size (default 100)"
@@ -305,6 +313,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plain = by_name["dramatiq plain"].best() / by_name["tq plain"].best()
     verdict = "met" if plain >= TARGET_RATIO else "NOT met"
     print(f"target: tq-aws >= {TARGET_RATIO:.0f}x Dramatiq, plain pair: {verdict} ({plain:.2f}x)")
+    if n < DEFAULT_N or args.repeats < 3:
+        print("(a small or short run: indicative only; use the defaults for the figures)")
     print(f"wall time {time.perf_counter() - started:.1f}s")
     if args.profile is not None:
         print()
