@@ -28,7 +28,8 @@ class LifecycleListener:
     def on_task_failed(
         self, task: Task, error: str | None, will_retry: bool, next_attempt_at: datetime | None
     ) -> None:
-        """An attempt failed; ``will_retry`` says whether another is scheduled and when."""
+        """An attempt failed (``task`` is that attempt, with its ``execution_stats``);
+        ``will_retry`` says whether another is scheduled, and ``next_attempt_at`` when."""
 
     def on_task_exhausted(self, task: Task, error: str | None, attempts: int) -> None:
         """The task failed for good after ``attempts`` attempts."""

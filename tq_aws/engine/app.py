@@ -9,6 +9,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -301,6 +302,12 @@ class TaskQueue:
         if self.events:
             self.events.on_task_cancelled(task)
         return True
+
+    def next_due(self) -> datetime | None:
+        """When the Scheduler's earliest pending delivery is due (memory scheduler), or
+        ``None``: lets tests and demos move a ManualClock straight to the next event."""
+        next_due = getattr(self.scheduler, "next_due", None)
+        return next_due() if next_due is not None else None
 
     @property
     def poison(self) -> list[PoisonRecord]:

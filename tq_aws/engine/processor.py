@@ -181,6 +181,7 @@ class BatchProcessor:
         finals: list[Task] = []
         ignored: list[Task] = []
         retries: list[RetryPlan] = []
+        retried: list[Task] = []  # the failed attempts behind ``retries``, for events
         children: list[Task] = list(outcome.batch_children)
         starts: list[FlowStart] = list(outcome.batch_flows)
         for o in outcome.outcomes:
@@ -258,6 +259,7 @@ class BatchProcessor:
                         plan.task.model_copy(update={"stored": True}), plan.at, plan.delay
                     )
                 retries.append(plan)
+                retried.append(failed)
         expired_done = [
             t.model_copy(update={"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
         ]
@@ -316,7 +318,9 @@ class BatchProcessor:
         self._stats.ignored += len(ignored)
         self._stats.expired += len(expired)
         if self._events:
-            self._emit(successes, finals, retries, ignored, expired)
+            self._emit(
+                successes, finals, list(zip(retried, retries, strict=True)), ignored, expired
+            )
         return len(successes), len(finals) + len(retries)
 
     async def _report_flows(self, finished: list[Task]) -> None:
@@ -342,15 +346,15 @@ class BatchProcessor:
         self,
         successes: list[Task],
         finals: list[Task],
-        retries: list[RetryPlan],
+        retries: list[tuple[Task, RetryPlan]],
         ignored: list[Task],
         expired: list[Task],
     ) -> None:
         ev = self._events
         for t in successes:
             ev.on_task_completed(t, t.execution_result)
-        for p in retries:
-            ev.on_task_failed(p.task, p.task.execution_stats.get("last_error"), True, p.at)
+        for failed, plan in retries:  # the attempt that failed, and when the next one is due
+            ev.on_task_failed(failed, failed.execution_stats.get("last_error"), True, plan.at)
         for t in finals:
             error = t.execution_stats.get("last_error")
             ev.on_task_failed(t, error, False, None)
