@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import threading
+import warnings
 from datetime import timedelta
 from typing import Any
 
@@ -412,3 +415,42 @@ async def test_order_is_kept_per_partition_key_across_batches(clock: ManualClock
     await app.add_tasks(tasks)
     assert await app.run_until_idle() == 8
     assert order == {k: list(range(5)) for k in ("a", "b", "c")}
+
+
+async def test_partial_of_an_async_function_is_awaited(app: TaskQueue) -> None:
+    sent: list[tuple[str, str | None]] = []
+
+    async def send(prefix: str, task: Task, actions: Actions) -> None:
+        sent.append((prefix, task.id))
+        actions.success(task)
+
+    app.executor("q", "t")(functools.partial(send, "p"))
+    ids = await app.add_tasks([make_task(force_store=True)])
+    await app.run_until_idle()
+    assert sent == [("p", ids[0])]
+    assert (await app.get_task(ids[0])).status is TaskStatus.EXECUTED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: an object whose __call__ is async is called as a sync executor; "
+    "its coroutine is never awaited and the task fails as undecided",
+)
+async def test_callable_object_with_async_call_is_awaited(app: TaskQueue) -> None:
+    class Sender:
+        def __init__(self) -> None:
+            self.sent: list[str | None] = []
+
+        async def __call__(self, task: Task, actions: Actions) -> None:
+            self.sent.append(task.id)
+            actions.success(task)
+
+    sender = Sender()
+    app.executor("q", "t")(sender)
+    ids = await app.add_tasks([make_task(force_store=True)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # "coroutine was never awaited"
+        await app.run_until_idle()
+        gc.collect()
+    assert sender.sent == ids
+    assert (await app.get_task(ids[0])).status is TaskStatus.EXECUTED
