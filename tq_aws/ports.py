@@ -31,6 +31,7 @@ class Delivery:
     """One received record: the decoded task, or the codec error that prevented decoding."""
 
     queue_id: str
+    """The queue id (memory), queue URL (SQS) or stream name (Kinesis) it came from."""
     data: bytes
     position: str
     """Where the record came from (queue and offset, shard and sequence number, message id)."""
@@ -42,17 +43,21 @@ class Delivery:
 
 
 class PollingSource(Protocol):
-    """A transport a long-running worker pulls from (memory queues, SQS, Kinesis shards)."""
+    """What an in-process worker pulls batches from (memory queues, SQS queues, Kinesis shards).
 
-    async def receive(self, queue_id: str, max_records: int) -> list[Delivery]: ...
+    A batch comes from one queue or shard, in order, so ordering per partition key holds."""
 
-    async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+    async def receive(self, max_records: int) -> list[Delivery]:
+        """The next batch of at most ``max_records`` records; empty when nothing is ready."""
+        ...
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None:
+        """The batch's outcomes are recorded: never deliver these records again."""
+        ...
 
     async def nack(self, deliveries: Sequence[Delivery]) -> None:
         """Give records back for redelivery, ahead of anything received after them."""
         ...
-
-    def queues_with_work(self) -> list[str]: ...
 
 
 class ClaimState(StrEnum):

@@ -112,12 +112,12 @@ class FaultInjector:
                 original = getattr(port, name, None)
                 if original is not None:
                     setattr(port, name, self._crashing(original))
-        transport = app.transport
-        receive = transport.receive
-        put_raw = transport.put_raw
+        source = app.source
+        receive = source.receive
+        put_raw = source.put_raw
 
-        async def faulty_receive(queue_id: str, max_records: int) -> list[Any]:
-            batch: list[Any] = await receive(queue_id, max_records)
+        async def faulty_receive(max_records: int) -> list[Any]:
+            batch: list[Any] = await receive(max_records)
             extra = []
             for delivery in batch:
                 if self.duplicate_rate and self.rng.random() < self.duplicate_rate:
@@ -125,13 +125,13 @@ class FaultInjector:
                     if self.rng.random() < 0.5:
                         extra.append(copy.copy(delivery))
                     else:
-                        put_raw(queue_id, delivery.data, delivery.partition_key)
+                        put_raw(delivery.queue_id, delivery.data, delivery.partition_key)
             batch.extend(extra)
             if self.reorder:
                 self.rng.shuffle(batch)
             return batch
 
-        transport.receive = faulty_receive
+        source.receive = faulty_receive
         process = app.processor.process
 
         async def armed_process(deliveries: Any) -> None:

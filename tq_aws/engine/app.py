@@ -67,6 +67,8 @@ class TaskQueue:
         batch_size: how many records one delivered batch holds at most.
         transport, task_store, projection_store, flow_store, scheduler, blob_store: backends
             for the ports; each defaults to its memory backend.
+        source: what ``run_until_idle`` and ``run_worker`` pull batches from; defaults to the
+            transport when it can be polled (the memory transport can).
         result_limit: results larger than this many bytes (JSON) go to the blob store.
         include_payload: copy task payloads into projection rows.
         worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
@@ -91,6 +93,7 @@ class TaskQueue:
         flow_store: FlowStore | None = None,
         scheduler: Scheduler | None = None,
         blob_store: BlobStore | None = None,
+        source: PollingSource | None = None,
         result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
         include_payload: bool = False,
         worker_id: str | None = None,
@@ -105,6 +108,9 @@ class TaskQueue:
         self.flow_store: FlowStore = flow_store or MemoryFlowStore()
         self.scheduler: Scheduler = scheduler or MemoryScheduler(self.transport)
         self.blob_store: BlobStore = blob_store or MemoryBlobStore()
+        self.source: PollingSource | None = source
+        if source is None and all(hasattr(self.transport, m) for m in ("receive", "ack", "nack")):
+            self.source = self.transport  # type: ignore[assignment]
         self.worker_id = worker_id or _worker_id()
         self.registry = ExecutorRegistry()
         self.events = LifecycleBus()
@@ -317,12 +323,11 @@ class TaskQueue:
     # -- running locally -----------------------------------------------------------------
 
     def _source(self) -> PollingSource:
-        source = self.transport
-        if not all(hasattr(source, m) for m in ("receive", "ack", "nack", "queues_with_work")):
+        if self.source is None:
             raise ConfigurationError(
-                "this transport cannot be polled in-process; run a worker or Lambda runtime"
+                "this TaskQueue has no polling source; pass source=... or run the Lambda runtime"
             )
-        return source  # type: ignore[return-value]
+        return self.source
 
     async def run_until_idle(self) -> int:
         """Fire due schedules and run every delivered batch until nothing is due at the clock's
@@ -335,20 +340,18 @@ class TaskQueue:
         batches = 0
         while True:
             fired = await fire_due(self.clock.now()) if fire_due is not None else 0
-            queues = source.queues_with_work()
-            if not queues and not fired:
-                return batches
-            for queue_id in queues:
-                deliveries = await source.receive(queue_id, self.batch_size)
-                if not deliveries:
+            deliveries = await source.receive(self.batch_size)
+            if not deliveries:
+                if fired:
                     continue
-                try:
-                    await self.processor.process(deliveries)
-                except BaseException:
-                    await source.nack(deliveries)
-                    raise
-                await source.ack(deliveries)
-                batches += 1
+                return batches
+            try:
+                await self.processor.process(deliveries)
+            except BaseException:
+                await source.nack(deliveries)
+                raise
+            await source.ack(deliveries)
+            batches += 1
 
     async def run_worker(self, stop: asyncio.Event, *, idle_sleep: float = 0.05) -> None:
         """Run until ``stop`` is set: batches as they come, schedules as they fall due."""

@@ -26,6 +26,7 @@ class MemoryTransport:
         self._compress_over = compress_over
         self.in_flight = 0
         self.published = 0
+        self._turn = -1
 
     async def publish(self, tasks: Sequence[Task]) -> None:
         for task in tasks:
@@ -37,7 +38,16 @@ class MemoryTransport:
         """Append an already-encoded record (tests use it to inject undecodable records)."""
         self._queues.setdefault(queue_id, deque()).append((next(self._seq), data, partition_key))
 
-    async def receive(self, queue_id: str, max_records: int) -> list[Delivery]:
+    async def receive(self, max_records: int) -> list[Delivery]:
+        """The next batch from the queues that have records, taken in turn."""
+        ready = self.queues_with_work()
+        if not ready:
+            return []
+        self._turn = (self._turn + 1) % len(ready)
+        return await self.receive_from(ready[self._turn], max_records)
+
+    async def receive_from(self, queue_id: str, max_records: int) -> list[Delivery]:
+        """The next batch of one queue."""
         queue = self._queues.get(queue_id)
         out: list[Delivery] = []
         while queue and len(out) < max_records:
