@@ -1,0 +1,162 @@
+"""Fixtures for tests against moto: nothing here reaches AWS or any address but loopback.
+
+- ``moto``: in-process ``mock_aws`` (with a shim so aioboto3 clients work inside it);
+- ``moto_server``: a ``ThreadedMotoServer`` on 127.0.0.1, reset before each test;
+- ``serial_moto_server``: a moto server that handles one request at a time, for tests of
+  conditional-write races (moto's own server does not make them atomic);
+- ``aws_settings`` / ``serial_aws_settings``: ``AwsSettings`` pointed at those servers.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tq_aws.backends.aws.clients import AwsSettings
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def _aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def unique(prefix: str) -> str:
+    """A fresh resource name (moto slows down as a Kinesis stream grows: one per test)."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+_shim_installed = False
+
+
+def _install_aiobotocore_shim() -> None:
+    """Let aiobotocore parse responses that in-process ``mock_aws`` returns synchronously."""
+    global _shim_installed
+    if _shim_installed:
+        return
+    import aiobotocore.awsrequest
+    import aiobotocore.endpoint
+    import botocore.awsrequest
+    from botocore.hooks import first_non_none_response
+
+    class _Raw:
+        def __init__(self, response: Any):
+            self._response = response
+
+        async def read(self, *args: Any) -> bytes:
+            return bytes(self._response.content)
+
+    class _MockAWSResponse(aiobotocore.awsrequest.AioAWSResponse):  # type: ignore[misc]
+        def __init__(self, response: Any):
+            self.status_code = response.status_code
+            self.headers = response.headers
+            self.url = response.url
+            self._content = None
+            self.raw = _Raw(response)
+
+    def _wrap(responses: Any) -> Any:
+        response = first_non_none_response(responses)
+        if isinstance(response, botocore.awsrequest.AWSResponse) and not isinstance(
+            response, aiobotocore.awsrequest.AioAWSResponse
+        ):
+            response = _MockAWSResponse(response)
+        return response
+
+    aiobotocore.endpoint.first_non_none_response = _wrap
+    _shim_installed = True
+
+
+@pytest.fixture
+def moto() -> Iterator[None]:
+    """In-process moto for every service."""
+    from moto import mock_aws
+
+    _install_aiobotocore_shim()
+    with mock_aws():
+        yield
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def _moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").disabled = True
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def _reset(endpoint: str) -> None:
+    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10):
+        pass
+
+
+@pytest.fixture
+def moto_server(_moto_server: str) -> str:
+    """The endpoint of a moto server on loopback, reset for this test."""
+    _reset(_moto_server)
+    return _moto_server
+
+
+@pytest.fixture(scope="session")
+def _serial_moto_server() -> Iterator[str]:
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").disabled = True
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def serialized(environ: Any, start_response: Any) -> Any:
+        with lock:
+            return list(app(environ, start_response))
+
+    port = _free_port()
+    server = make_server("127.0.0.1", port, serialized, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def serial_moto_server(_serial_moto_server: str) -> str:
+    """A moto server that handles one request at a time (atomic conditional writes)."""
+    _reset(_serial_moto_server)
+    return _serial_moto_server
+
+
+@pytest.fixture
+def aws_settings(moto_server: str) -> AwsSettings:
+    return AwsSettings(region=REGION, endpoint_url=moto_server, max_attempts=1)
+
+
+@pytest.fixture
+def serial_aws_settings(serial_moto_server: str) -> AwsSettings:
+    return AwsSettings(region=REGION, endpoint_url=serial_moto_server, max_attempts=1)
