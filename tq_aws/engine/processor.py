@@ -158,6 +158,9 @@ class BatchProcessor:
             elif task.expires_at is not None and now >= task.expires_at:
                 expired.append(task)
             else:
+                if blobs.is_blob_ref(task.payload):  # a payload too large for the record
+                    payload = await blobs.resolve(self._blobs, task.payload)
+                    task = task.model_copy(update={"payload": payload})
                 runnable.append(task)
         if early:
             self._stats.held_back += len(early)
