@@ -70,6 +70,10 @@ class TaskQueue:
         source: what ``run_until_idle`` and ``run_worker`` pull batches from; defaults to the
             transport when it can be polled (the memory transport can).
         result_limit: results larger than this many bytes (JSON) go to the blob store.
+        processing_grace: seconds; when > 0, the ``processing`` row of an entity task is
+            written only if its batch is still running after this long, so a quick task costs
+            one projection write less. A task that fails and will retry still shows
+            ``processing``. 0 (default) writes it before the task runs.
         include_payload: copy task payloads into projection rows.
         worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
 
@@ -95,6 +99,7 @@ class TaskQueue:
         blob_store: BlobStore | None = None,
         source: PollingSource | None = None,
         result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
+        processing_grace: float = 0.0,
         include_payload: bool = False,
         worker_id: str | None = None,
     ):
@@ -157,6 +162,7 @@ class TaskQueue:
             events=self.events,
             stats=self.stats,
             result_limit=result_limit,
+            processing_grace=processing_grace,
         )
 
     # -- registration ---------------------------------------------------------------------

@@ -16,6 +16,7 @@ terminal projection and flow report, so nothing is lost and nothing runs twice.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -70,6 +71,7 @@ class BatchProcessor:
         events: LifecycleBus,
         stats: Stats,
         result_limit: int,
+        processing_grace: float = 0.0,
     ):
         self._clock = clock
         self._registry = registry
@@ -82,6 +84,7 @@ class BatchProcessor:
         self._events = events
         self._stats = stats
         self._result_limit = result_limit
+        self._processing_grace = processing_grace
         self.poison: list[PoisonRecord] = []
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
@@ -103,15 +106,30 @@ class BatchProcessor:
         for sentinel in sentinels:
             await self._flows.on_timeout(sentinel)
         first_attempts = [t for t in runnable if t.entity is not None and t.retry_count == 0]
+        late: asyncio.Task[None] | None = None
         if first_attempts:
-            await self._dispatcher.project(first_attempts, "processing", now)
+            if self._processing_grace <= 0:
+                await self._dispatcher.project(first_attempts, "processing", now)
+            else:  # written only if the batch is still running when the grace is over
+                late = asyncio.create_task(self._late_processing(first_attempts, now))
         outcome = await self._runner.run(runnable)
-        succeeded, failed = await self._post_process(outcome, expired)
+        pending_processing: list[Task] = []
+        if late is not None:
+            if late.done():
+                await late
+            else:
+                late.cancel()
+                pending_processing = first_attempts
+        succeeded, failed = await self._post_process(outcome, expired, pending_processing)
         self._stats.batches += 1
         if self._events:
             self._events.on_batch_completed(
                 queue_id, len(tasks), succeeded, failed, time.perf_counter() - started
             )
+
+    async def _late_processing(self, tasks: list[Task], now: datetime) -> None:
+        await asyncio.sleep(self._processing_grace)
+        await self._dispatcher.project(tasks, "processing", now)
 
     def _poison(self, delivery: Delivery, now: datetime) -> None:
         record = PoisonRecord(delivery, now)
@@ -177,7 +195,9 @@ class BatchProcessor:
             await self._report_flows(repairs)
         return runnable, expired, sentinels
 
-    async def _post_process(self, outcome: BatchOutcome, expired: list[Task]) -> tuple[int, int]:
+    async def _post_process(
+        self, outcome: BatchOutcome, expired: list[Task], pending_processing: list[Task]
+    ) -> tuple[int, int]:
         now = self._clock.now()
         to_store: list[Task] = []
         successes: list[Task] = []
@@ -283,7 +303,13 @@ class BatchProcessor:
         to_store.extend(ignored)
         if to_store:
             await self._store.put(to_store)
-        # 3. terminal projections, one call per status.
+        # 3. projections: tasks that will retry show ``processing`` even within the grace;
+        # then terminal rows, one call per status.
+        if pending_processing:
+            retrying = {p.task.id for p in retries}
+            await self._dispatcher.project(
+                [t for t in pending_processing if t.id in retrying], "processing", now
+            )
         if successes:
             await self._dispatcher.project(
                 successes,
