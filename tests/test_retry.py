@@ -265,3 +265,26 @@ async def test_failed_event_carries_next_attempt_time(
     assert events.of("failed") == [
         ("failed", tid, "attempt 0 failed", True, clock.now() + timedelta(seconds=7))
     ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: fail(..., meta) is merged over execution_stats after the framework keys, so a "
+    "meta 'retry_count' resets the counter and the task retries past its limit",
+)
+async def test_fail_meta_cannot_reset_the_retry_counter(app: TaskQueue, clock: ManualClock) -> None:
+    attempts: list[int] = []
+
+    @app.executor("q", "t", retries=2, retry_after=1)
+    async def run(task: Task, actions: Actions) -> None:
+        attempts.append(task.retry_count)
+        actions.fail(task, "no", {"retry_count": 0, "provider": "smtp"})
+
+    [tid] = await app.add_tasks([make_task()])
+    for _ in range(6):
+        await app.run_until_idle()
+        clock.advance(seconds=10)
+    assert attempts == [0, 1, 2]
+    record = await app.get_task(tid)
+    assert record is not None and record.status is TaskStatus.FAILED
+    assert record.execution_stats["provider"] == "smtp"
