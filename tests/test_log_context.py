@@ -44,11 +44,6 @@ def test_limit_keeps_a_ten_key_context_and_drops_an_oversized_one() -> None:
     assert sanitize(ten) == ten
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the 1024-char limit is measured on json.dumps with spaces and ASCII escapes, "
-    "not on compact JSON as the reference does",
-)
 @pytest.mark.parametrize(
     "ctx",
     [

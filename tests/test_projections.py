@@ -138,11 +138,6 @@ async def test_one_call_per_stage_for_a_batch(papp: TaskQueue, spy: SpyProjectio
     assert spy.calls == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: terminal projections are written with one upsert call per status, "
-    "not one call for the batch's terminal stage",
-)
 async def test_one_terminal_call_for_a_batch_with_mixed_outcomes(
     papp: TaskQueue, spy: SpyProjectionStore
 ) -> None:

@@ -158,11 +158,6 @@ async def test_children_of_failed_attempts_are_not_dispatched__ref_3_3(
     assert children == ["from attempt 2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a single-task executor can decide another task of the same batch, "
-    "which then ignores its own executor's decision",
-)
 async def test_success_for_another_task_is_rejected__ref_3_3(app: TaskQueue) -> None:
     """Reference: success(otherTask) from a forked actions object decided the other task."""
     ids: list[str] = []

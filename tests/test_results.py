@@ -169,10 +169,6 @@ async def test_large_result_of_an_unstored_task_reads_back_through_entity_status
     assert row.result == ["a long enough result"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: on_task_completed receives the blob marker instead of an offloaded result",
-)
 async def test_listener_receives_the_real_result_even_when_offloaded(clock: ManualClock) -> None:
     app = TaskQueue(clock=clock, result_limit=10)
     events = EventRecorder()

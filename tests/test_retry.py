@@ -267,11 +267,6 @@ async def test_failed_event_carries_next_attempt_time(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: fail(..., meta) is merged over execution_stats after the framework keys, so a "
-    "meta 'retry_count' resets the counter and the task retries past its limit",
-)
 async def test_fail_meta_cannot_reset_the_retry_counter(app: TaskQueue, clock: ManualClock) -> None:
     attempts: list[int] = []
 

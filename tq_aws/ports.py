@@ -84,8 +84,9 @@ class Claim:
 class TaskStore(Protocol):
     """Durable task records, written only when asked or needed."""
 
-    async def put(self, tasks: Sequence[Task]) -> None:
-        """Insert or replace whole records (idempotent)."""
+    async def put(self, tasks: Sequence[Task]) -> list[bool]:
+        """Insert or replace whole records, each only if the stored one is not terminal and not
+        at a later attempt (``retry_count``); return which were written. Safe to repeat."""
         ...
 
     async def create(self, tasks: Sequence[Task]) -> list[bool]:

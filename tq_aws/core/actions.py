@@ -147,6 +147,7 @@ class Actions:
             ResultNotSerializableError: the result cannot be stored as JSON (raised here, at the
                 call that made it, so the executor fails loudly instead of losing the result).
         """
+        self._check_own(task)
         data, size = (None, 0) if result is None else jsonable_result(result)
         self._book.decide(task, Decision(kind="success", result=data, result_size=size))
 
@@ -159,7 +160,18 @@ class Actions:
         """Mark this attempt of ``task`` failed. Whether it is retried is decided afterwards from
         its ``retries``. ``error`` (message and, for exceptions, stack) and ``meta`` are merged
         into ``execution_stats``."""
+        self._check_own(task)
         self._book.decide(task, failure_decision(error, meta))
+
+    def _check_own(self, task: Task) -> None:
+        # A single-task executor decides its own task only: deciding a neighbour in the batch
+        # would silently drop that neighbour's own decision.
+        own = self._task
+        if own is not None and task.id != own.id and task.id in self._book.tasks:
+            raise DecisionError(
+                f"task {task.id!r} is not part of this executor's call: a single-task executor "
+                f"decides only its own task ({own.id})"
+            )
 
     def add_tasks(self, tasks: Sequence[Task], *, parent: Task | None = None) -> list[str]:
         """Add child tasks and return their ids.
@@ -168,6 +180,8 @@ class Actions:
         the parent's attempt ends for good (success or final failure); an attempt that will be
         retried dispatches nothing, since the retry adds them again.
         """
+        if parent is not None:
+            self._check_own(parent)
         owner = parent if parent is not None else self._task
         context = owner.log_context if owner is not None else {}
         prepared = self._prepare(tasks, context)
@@ -220,6 +234,8 @@ class Actions:
         validate_flow_options(
             steps, failure_policy, tolerated_failures, tolerated_failure_percentage, timeout
         )
+        if parent is not None:
+            self._check_own(parent)
         owner = parent if parent is not None else self._task
         if owner is not None and owner.id not in self._book.tasks:
             raise DecisionError(f"parent task {owner.id!r} is not part of the running batch")

@@ -105,13 +105,21 @@ def make_spec(
         type=type,
         fn=fn,
         kind=kind,
-        is_async=inspect.iscoroutinefunction(fn),
+        is_async=_is_async(fn),
         chunk_size=size,
         retries=retries,
         retry_after=float(retry_after),
         store_on_failure=store_on_failure,
         partition_key=partition_key,
         payload_model=payload_model,
+    )
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """Whether calling ``fn`` gives a coroutine: an ``async def`` function, or an object whose
+    ``__call__`` is one."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        builtins.type(fn).__call__
     )
 
 

@@ -43,7 +43,7 @@ def sanitize(context: Any, *, where: str = "task") -> dict[str, str] | None:
             kept,
         )
         ctx = {k: ctx[k] for k in kept}
-    if len(json.dumps(ctx)) > MAX_JSON_CHARS:
+    if len(json.dumps(ctx, separators=(",", ":"), ensure_ascii=False)) > MAX_JSON_CHARS:
         logger.warning(
             "log_context of %s is over %d characters of JSON; dropped", where, MAX_JSON_CHARS
         )

@@ -8,6 +8,7 @@ the engine persists them afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -141,7 +142,9 @@ class Runner:
                 elif spec.kind is ExecutorKind.PARALLEL:
                     await asyncio.to_thread(spec.fn, task, actions)
                 else:
-                    spec.fn(task, actions)
+                    returned = spec.fn(task, actions)
+                    if inspect.isawaitable(returned):  # e.g. a partial of an async function
+                        await returned
         except Exception as exc:
             self._fail_pending(book, [task], exc)
 
@@ -161,7 +164,9 @@ class Runner:
                 if spec.is_async:
                     await _as_awaitable(spec.fn(list(group), actions))
                 else:
-                    spec.fn(list(group), actions)
+                    returned = spec.fn(list(group), actions)
+                    if inspect.isawaitable(returned):
+                        await returned
         except Exception as exc:
             self._fail_pending(book, group, exc)
 

@@ -138,17 +138,28 @@ class Dispatcher:
         errors: dict[str, str | None] | None = None,
         results: dict[str, object] | None = None,
     ) -> None:
-        """Write one projection row per entity task in one store call; never raises."""
+        """Write the ``status`` row of every entity task in one store call; never raises."""
+        await self.project_rows(
+            [
+                (t, status, (errors or {}).get(t.id or ""), (results or {}).get(t.id or ""))
+                for t in tasks
+            ],
+            now,
+        )
+
+    async def project_rows(
+        self, items: Sequence[tuple[Task, str, str | None, object]], now: datetime
+    ) -> None:
+        """Write one row per ``(task, status, error, result)`` of an entity task, all in one
+        store call; never raises (a projection is never worth failing the batch for)."""
         rows = []
-        for task in tasks:
-            if task.entity is None:
-                continue
+        for task, status, error, result in items:
             row = build_row(
                 task,
                 status,
                 now,
-                error=(errors or {}).get(task.id or ""),
-                result=(results or {}).get(task.id or ""),
+                error=error,
+                result=result,
                 include_payload=self._include_payload,
             )
             if row is not None:
@@ -159,6 +170,4 @@ class Dispatcher:
             await self._projections.upsert(rows)
         except Exception:
             self._stats.projection_errors += 1
-            logger.exception(
-                "projection write (%s, %d rows) failed; processing goes on", status, len(rows)
-            )
+            logger.exception("projection write of %d rows failed; processing goes on", len(rows))

@@ -21,6 +21,7 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from tq_aws.clock import Clock
 from tq_aws.core.executors import ExecutorRegistry
@@ -144,13 +145,8 @@ class BatchProcessor:
     ) -> tuple[list[Task], list[Task], list[Task]]:
         """Drop duplicates and cancelled tasks, hold back early ones, set aside expired ones
         and flow deadline sentinels (handled by the framework, not by an executor)."""
-        stored = [t for t in tasks if t.stored]
-        claims = await self._store.claim(stored, now) if stored else {}
-        runnable: list[Task] = []
-        expired: list[Task] = []
-        sentinels: list[Task] = []
+        due: list[Task] = []
         early: list[Task] = []
-        repairs: list[Task] = []
         seen: set[str] = set()
         for task in tasks:
             tid = task.id or ""
@@ -158,19 +154,28 @@ class BatchProcessor:
                 self._stats.duplicates_dropped += 1
                 continue
             seen.add(tid)
-            claim = claims.get(tid)
-            if (
-                claim is not None
-                and claim.state is not ClaimState.RUN
-                and (claim.state is not ClaimState.ABSENT)
-            ):
+            # Held back before the claim, so an early record leaves a stored task scheduled
+            # (and cancellable) until its time.
+            if task.execute_at is not None and task.execute_at > now + EARLY_TOLERANCE:
+                early.append(task)
+            else:
+                due.append(task)
+        if early:
+            self._stats.held_back += len(early)
+            await self._scheduler.schedule([scheduled(t, now) for t in early])
+        stored = [t for t in due if t.stored]
+        claims = await self._store.claim(stored, now) if stored else {}
+        runnable: list[Task] = []
+        expired: list[Task] = []
+        sentinels: list[Task] = []
+        repairs: list[Task] = []
+        for task in due:
+            claim = claims.get(task.id or "")
+            if claim is not None and claim.state not in (ClaimState.RUN, ClaimState.ABSENT):
                 self._stats.duplicates_dropped += claim.state is not ClaimState.CANCELLED
                 if claim.state is ClaimState.DONE and claim.stored is not None:
                     repairs.append(claim.stored)
-                logger.info("task %s not run: stored copy is %s", tid, claim.state.value)
-                continue
-            if task.execute_at is not None and task.execute_at > now + EARLY_TOLERANCE:
-                early.append(task)
+                logger.info("task %s not run: stored copy is %s", task.id, claim.state.value)
             elif task.type == TIMEOUT_TYPE and (flow_meta(task) or {}).get("is_timeout"):
                 sentinels.append(task)
             elif task.expires_at is not None and now >= task.expires_at:
@@ -180,18 +185,8 @@ class BatchProcessor:
                     payload = await blobs.resolve(self._blobs, task.payload)
                     task = task.model_copy(update={"payload": payload})
                 runnable.append(task)
-        if early:
-            self._stats.held_back += len(early)
-            await self._scheduler.schedule([scheduled(t, now) for t in early])
-        for task in repairs:
-            await self._dispatcher.project(
-                [task],
-                task.status.value,
-                now,
-                errors={task.id or "": task.execution_stats.get("last_error")},
-                results={task.id or "": task.execution_result},
-            )
-        if repairs:
+        if repairs:  # outcomes recorded before a crash: re-write what may not have landed
+            await self._dispatcher.project_rows([_terminal_row(t) for t in repairs], now)
             await self._report_flows(repairs)
         return runnable, expired, sentinels
 
@@ -205,6 +200,7 @@ class BatchProcessor:
         ignored: list[Task] = []
         retries: list[RetryPlan] = []
         retried: list[Task] = []  # the failed attempts behind ``retries``, for events
+        inline: dict[str, Any] = {}  # results as the executor gave them, for events
         children: list[Task] = list(outcome.batch_children)
         starts: list[FlowStart] = list(outcome.batch_flows)
         for o in outcome.outcomes:
@@ -243,6 +239,7 @@ class BatchProcessor:
                     }
                 )
                 successes.append(done)
+                inline[task.id or ""] = decision.result
                 if task.stored:
                     to_store.append(done)
                 children.extend(o.children)
@@ -256,6 +253,8 @@ class BatchProcessor:
                 stats["last_error_stack"] = decision.stack
             if decision.meta:
                 stats.update(decision.meta)
+                # the framework's counter is not the executor's to change: it bounds retries
+                stats["retry_count"] = task.retry_count
             failed = task.model_copy(update={"execution_stats": stats, "updated_at": now})
             spec = o.spec
             plan = plan_retry(
@@ -303,40 +302,16 @@ class BatchProcessor:
         to_store.extend(ignored)
         if to_store:
             await self._store.put(to_store)
-        # 3. projections: tasks that will retry show ``processing`` even within the grace;
-        # then terminal rows, one call per status.
+        # 3. projections, in one store call: tasks that will retry show ``processing`` even
+        # within the grace; every other task its terminal row.
+        rows: list[tuple[Task, str, str | None, object]] = []
         if pending_processing:
             retrying = {p.task.id for p in retries}
-            await self._dispatcher.project(
-                [t for t in pending_processing if t.id in retrying], "processing", now
+            rows.extend(
+                (t, "processing", None, None) for t in pending_processing if t.id in retrying
             )
-        if successes:
-            await self._dispatcher.project(
-                successes,
-                "executed",
-                now,
-                results={t.id or "": t.execution_result for t in successes},
-            )
-        if finals:
-            await self._dispatcher.project(
-                finals,
-                "failed",
-                now,
-                errors={
-                    t.id or "": t.execution_stats.get("last_error") or "task failed" for t in finals
-                },
-            )
-        if ignored:
-            await self._dispatcher.project(
-                ignored,
-                "ignored",
-                now,
-                errors={t.id or "": t.execution_stats["ignored_reason"] for t in ignored},
-            )
-        if expired:
-            await self._dispatcher.project(
-                expired, "expired", now, errors={t.id or "": "expired" for t in expired}
-            )
+        rows.extend(_terminal_row(t) for t in (*successes, *finals, *ignored, *expired_done))
+        await self._dispatcher.project_rows(rows, now)
 
         # 4. flow barriers and joins.
         await self._report_flows([*successes, *finals, *ignored, *expired_done])
@@ -347,9 +322,8 @@ class BatchProcessor:
         self._stats.ignored += len(ignored)
         self._stats.expired += len(expired)
         if self._events:
-            self._emit(
-                successes, finals, list(zip(retried, retries, strict=True)), ignored, expired
-            )
+            retry_pairs = list(zip(retried, retries, strict=True))
+            self._emit(successes, finals, retry_pairs, ignored, expired, inline)
         return len(successes), len(finals) + len(retries)
 
     async def _report_flows(self, finished: list[Task]) -> None:
@@ -378,10 +352,11 @@ class BatchProcessor:
         retries: list[tuple[Task, RetryPlan]],
         ignored: list[Task],
         expired: list[Task],
+        inline: dict[str, Any],
     ) -> None:
         ev = self._events
         for t in successes:
-            ev.on_task_completed(t, t.execution_result)
+            ev.on_task_completed(t, inline.get(t.id or ""))
         for failed, plan in retries:  # the attempt that failed, and when the next one is due
             ev.on_task_failed(failed, failed.execution_stats.get("last_error"), True, plan.at)
         for t in finals:
@@ -392,3 +367,18 @@ class BatchProcessor:
             ev.on_task_ignored(t, t.execution_stats["ignored_reason"])
         for t in expired:
             ev.on_task_expired(t)
+
+
+def _terminal_row(task: Task) -> tuple[Task, str, str | None, object]:
+    """The projection row of a task in a terminal status: executed with its result, the
+    others with their reason."""
+    stats = task.execution_stats
+    if task.status is TaskStatus.EXECUTED:
+        return task, "executed", None, task.execution_result
+    if task.status is TaskStatus.IGNORED:
+        return task, "ignored", str(stats.get("ignored_reason") or "ignored"), None
+    if task.status is TaskStatus.EXPIRED:
+        return task, "expired", "expired", None
+    if task.status is TaskStatus.CANCELLED:
+        return task, "cancelled", None, None
+    return task, "failed", str(stats.get("last_error") or "task failed"), None

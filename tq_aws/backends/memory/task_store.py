@@ -10,6 +10,16 @@ from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
 from tq_aws.ports import Claim, ClaimState
 
 
+def may_replace(stored: Task | None, new: Task) -> bool:
+    """The condition of every ``put``: a record is never replaced once terminal, nor by an
+    earlier attempt, so a late duplicate cannot undo an outcome."""
+    if stored is None:
+        return True
+    if stored.status in TERMINAL_STATUSES:
+        return False
+    return stored.retry_count <= new.retry_count
+
+
 class MemoryTaskStore:
     """Task records by id."""
 
@@ -17,12 +27,18 @@ class MemoryTaskStore:
         self._tasks: dict[str, Task] = {}
         self.writes = 0
 
-    async def put(self, tasks: Sequence[Task]) -> None:
+    async def put(self, tasks: Sequence[Task]) -> list[bool]:
+        out = []
         for task in tasks:
             if task.id is None:
                 raise ValueError("a stored task needs an id")
+            if not may_replace(self._tasks.get(task.id), task):
+                out.append(False)
+                continue
             self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
-        self.writes += len(tasks)
+            self.writes += 1
+            out.append(True)
+        return out
 
     async def create(self, tasks: Sequence[Task]) -> list[bool]:
         out = []
