@@ -18,7 +18,7 @@ import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
@@ -287,7 +287,9 @@ class EventBridgeScheduler:
     ) -> Callable[[], Awaitable[None]]:
         # Already due: do what the schedule's target would do, without a schedule in between.
         async def run() -> None:
-            await perform_target_action(self.clients, await self._target(route, task), text)
+            url = route.queue_url if isinstance(route, SqsRoute) else None
+            target = await self._target(route, task)
+            await perform_target_action(self.clients, target, text, queue_url=url)
 
         return run
 
@@ -391,6 +393,3 @@ __all__ = [
     "schedule_input",
     "validate_schedule_name",
 ]
-
-# Keep the name importable for callers that only need the timezone constant.
-_UTC = UTC
