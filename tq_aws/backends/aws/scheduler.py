@@ -45,7 +45,7 @@ MAX_SCHEDULE_INPUT_BYTES = 256 * 1024
 DEFAULT_MAX_EVENT_AGE_SECONDS = 86_400
 DEFAULT_MAX_RETRY_ATTEMPTS = 185
 
-_NAME = re.compile(r"^[0-9A-Za-z_.\-]{1,64}$")
+_NAME = re.compile(r"[0-9A-Za-z_.\-]{1,64}")
 
 
 class InvalidScheduleNameError(TqError, ValueError):
@@ -86,7 +86,7 @@ class SqsDelaySender(Protocol):
 
 def validate_schedule_name(name: str, *, field: str = "name") -> None:
     """Raise ``InvalidScheduleNameError`` unless ``name`` is 1..64 of ``[0-9A-Za-z-_.]``."""
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidScheduleNameError(
             f"schedule {field} {name!r} is not valid: EventBridge Scheduler accepts 1 to 64 "
             "characters of letters, digits, '-', '_' and '.'; use a shorter id without other "
@@ -269,7 +269,7 @@ class EventBridgeScheduler:
             return run
 
         # A name EventBridge would reject cannot exist, so there is nothing to delete.
-        await self._bounded([job(n) for n in names if isinstance(n, str) and _NAME.match(n)])
+        await self._bounded([job(n) for n in names if isinstance(n, str) and _NAME.fullmatch(n)])
 
     # -- pieces ---------------------------------------------------------------------------
 
