@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import timedelta
 
 import pytest
 from rich.console import Console
@@ -32,13 +33,21 @@ def test_fast_run_prints_the_outcome_plainly() -> None:
     assert demo.run_demo(fast=True, console=console) == 0
     text = output(console)
     assert "\x1b[" not in text  # no terminal codes off a terminal
-    assert "Final entity status at 09:01:30" in text
+    assert "Final entity status at 09:01:35" in text
     assert "alice: $42.00 charge executed on attempt 1; receipt executed" in text
     assert "bob: $18.50 charge executed on attempt 3; receipt executed" in text
     assert "carol: $99.00 charge failed after 3 attempts (insufficient funds)" in text
     assert "dave's newsletter: cancelled, run 0 times" in text
     assert "one batch executor call took all 3 sales (3 ok, 0 failed)" in text
-    assert "app.stats: added=11  batches=8  executed=9  failed=1  retried=4  cancelled=1" in text
+    assert (
+        "app.stats: added=19  batches=13  executed=16  failed=2  retried=7  cancelled=1  "
+        "flows_started=1  flows_closed=1" in text
+    )
+    assert (
+        "fanned out to 6 warehouse/pick steps and joined at 09:01:35: 5 succeeded, 1 failed" in text
+    )
+    assert "the join reports/month_end.done ran once with all 6 step results" in text
+    assert "the flow's own row on the shop ended executed" in text
     assert "Everything ended as the story says." in text
     # the running log shows retries with their backoff and the library's log lines
     assert (
@@ -50,6 +59,11 @@ def test_fast_run_prints_the_outcome_plainly() -> None:
         in text
     )
     assert "[customer:bob][order:o-1002] charging $18.50 (attempt 3)" in text
+    # the flow's counts move from frame to frame until it joins
+    assert "open: 4 succeeded, 0 failed, 2 pending" in text
+    assert "open: 5 succeeded, 0 failed, 1 pending" in text
+    assert "joined: 5 succeeded, 1 failed" in text
+    assert "the worker runs: warehouse/pick #1, #5 (attempt 2)" in text
 
 
 async def test_end_state_read_back_through_the_api() -> None:
@@ -80,9 +94,76 @@ async def test_end_state_read_back_through_the_api() -> None:
         ("aggregate", "executed"),
     ]
     assert rows[3].result == {"sales_in_batch": 3, "morning_total": "$72.50"}
-    assert [b for b in day.monitor.batches if b[0] == "reports"] == [("reports", 3, 3, 0)]
+    assert [b for b in day.monitor.batches if b[0] == "reports/aggregate"] == [
+        ("reports/aggregate", 3, 3, 0)
+    ]
     assert day.monitor.attempts[ids["bob/charge"]] == 3
     assert ids["dave/newsletter"] not in day.monitor.attempts
+
+
+async def test_the_month_end_flow_fans_out_and_joins_once() -> None:
+    day = await demo.play(plain_console(), fast=True)
+    app = day.app
+    [flow_id] = day.monitor.flows
+    status = await app.flow_status(flow_id)
+    assert status is not None
+    counts = (status.state, status.total, status.succeeded, status.failed, status.pending)
+    assert counts == ("joined", 6, 5, 1, 0)
+    assert status.failure_policy == "continue"
+    assert status.finished_at == demo.CLOSE_OF_MORNING + timedelta(seconds=5)
+    assert day.monitor.closed == [(flow_id, "joined", 5, 1)]
+    assert (app.stats.flows_started, app.stats.flows_closed) == (1, 1)
+
+    # one join, run once, with every step's outcome in step order
+    join = await app.get_task(status.join_task_id)
+    assert join is not None
+    assert (join.queue_id, join.type, join.status) == (
+        "reports",
+        "month_end.done",
+        TaskStatus.EXECUTED,
+    )
+    assert [r for r in day.monitor.runs if r[0] == "reports/month_end.done"] == [
+        ("reports/month_end.done", "shop", 1)
+    ]
+    results = join.payload["flow_results"]
+    assert results["flow_id"] == flow_id
+    assert "aborted" not in results
+    assert "timed_out" not in results
+    steps = results["steps"]
+    assert [s["step_index"] for s in steps] == list(range(6))
+    assert [s["status"] for s in steps] == ["success"] * 4 + ["fail", "success"]
+    assert [s.get("result", {}).get("item") for s in steps] == [
+        "teapot",
+        "green tea",
+        "notebook",
+        "fountain pen",
+        None,
+        "coffee beans",
+    ]
+    assert steps[4]["error"] == "out of stock: ink"
+    assert join.execution_result == {"steps": 6, "picked": 5, "problems": "out of stock: ink"}
+
+    # the shop's rows: the flow's own row (task_id == flow id) carries the join's outcome
+    rows = await app.entity_status(demo.SHOP)
+    [flow_row] = [r for r in rows if r.task_id == flow_id]
+    assert (flow_row.queue_id, flow_row.task_type, flow_row.status) == (
+        "reports",
+        "month_end.done",
+        "executed",
+    )
+    assert flow_row.result == join.execution_result
+    picks = [r for r in rows if r.task_type == "pick"]
+    assert sorted(r.status for r in picks) == ["executed"] * 5 + ["failed"]
+    assert day.monitor.attempts[status.join_task_id] == 1
+
+
+def test_a_flow_that_differs_from_the_story_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "OUT_OF_STOCK", frozenset())
+    console = plain_console()
+    assert demo.run_demo(fast=True, console=console) == 1
+    text = output(console)
+    assert "shop/pick#5: expected failed after 3 attempt(s), got executed after 1" in text
+    assert "flow (state, total, ok, failed, pending): ('joined', 6, 5, 1, 0) != " in text
 
 
 def test_live_view_on_a_terminal() -> None:
@@ -91,6 +172,9 @@ def test_live_view_on_a_terminal() -> None:
     text = output(console)
     assert "entity status" in text
     assert "lifecycle events and logs" in text
+    assert "flow (6 steps)" in text
+    assert "warehouse/pick #5" in text
+    assert "reports/month_end.done" in text
     assert "Nothing is due any more" in text  # the last frame stays on screen
     assert "Everything ended as the story says." in text
 
@@ -127,3 +211,11 @@ def test_a_run_that_differs_from_the_story_exits_non_zero(
 def test_cli_demo_fast(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--fast"]) == 0
     assert "Everything ended as the story says." in capsys.readouterr().out
+
+
+def test_a_short_terminal_folds_the_flow_steps_into_one_line() -> None:
+    console = Console(file=io.StringIO(), force_terminal=True, width=80, height=24)
+    assert demo.run_demo(fast=True, console=console) == 0
+    text = output(console)
+    assert "warehouse/pick x6" in text  # while the flow runs
+    assert "warehouse/pick #6" in text  # the last frame is shown whole
