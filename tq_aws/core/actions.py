@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from tq_aws.core.flows import (
     FLOW_META,
+    FailurePolicy,
     FlowRecord,
     FlowStart,
     Join,
@@ -197,7 +198,7 @@ class Actions:
         self,
         steps: Sequence[Task],
         join: Join,
-        failure_policy: str = "continue",
+        failure_policy: FailurePolicy = "continue",
         tolerated_failures: int | None = None,
         tolerated_failure_percentage: float | None = None,
         timeout: float | None = None,

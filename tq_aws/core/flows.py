@@ -51,7 +51,7 @@ class FlowRecord:
     flow_id: str
     total: int
     join: Join
-    failure_policy: str
+    failure_policy: FailurePolicy
     tolerated_failures: int | None
     tolerated_failure_percentage: float | None
     started_at: datetime
@@ -126,8 +126,14 @@ class FlowStatus:
     started_at: datetime
     finished_at: datetime | None
     join_task_id: str
-    failure_policy: str
+    failure_policy: FailurePolicy
     deadline: datetime | None
+    join: Join
+    """Where the join goes (queue id and type)."""
+    entity: Entity | None
+    parent_task_id: str | None
+    """The task whose executor started the flow (``None`` for a batch executor without
+    ``parent=``)."""
 
 
 def status_of(record: FlowRecord) -> FlowStatus:
@@ -143,6 +149,9 @@ def status_of(record: FlowRecord) -> FlowStatus:
         join_task_id=record.join_task_id,
         failure_policy=record.failure_policy,
         deadline=record.deadline,
+        join=record.join,
+        entity=record.entity,
+        parent_task_id=record.parent_task_id,
     )
 
 
@@ -222,7 +231,7 @@ class FlowStart:
 
 def validate_flow_options(
     steps: Sequence[Task],
-    failure_policy: str,
+    failure_policy: object,
     tolerated_failures: int | None,
     tolerated_failure_percentage: float | None,
     timeout: float | None,

@@ -313,17 +313,17 @@ class BatchProcessor:
         rows.extend(_terminal_row(t) for t in (*successes, *finals, *ignored, *expired_done))
         await self._dispatcher.project_rows(rows, now)
 
-        # 4. flow barriers and joins.
-        await self._report_flows([*successes, *finals, *ignored, *expired_done])
-
         self._stats.executed += len(successes)
         self._stats.failed += len(finals)
         self._stats.retried += len(retries)
         self._stats.ignored += len(ignored)
         self._stats.expired += len(expired)
-        if self._events:
+        if self._events:  # before the flow events these outcomes may cause
             retry_pairs = list(zip(retried, retries, strict=True))
             self._emit(successes, finals, retry_pairs, ignored, expired, inline)
+
+        # 4. flow barriers and joins.
+        await self._report_flows([*successes, *finals, *ignored, *expired_done])
         return len(successes), len(finals) + len(retries)
 
     async def _report_flows(self, finished: list[Task]) -> None:
