@@ -17,15 +17,17 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 
-from tq_aws.backends.aws.clients import AwsClients
-from tq_aws.clock import Clock
 from tq_aws.core.task import to_utc
 from tq_aws.errors import ConfigurationError
+
+if TYPE_CHECKING:  # kept out of the import so that tq_aws.testing stays light
+    from tq_aws.backends.aws.clients import AwsClients
+    from tq_aws.clock import Clock
 
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 
