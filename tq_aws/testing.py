@@ -7,7 +7,16 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tq_aws.backends.aws.schedule_firing import fire_due_schedules
 from tq_aws.core.task import to_utc
+
+__all__ = [
+    "FaultInjector",
+    "InjectedCrash",
+    "ManualClock",
+    "fire_due_schedules",
+    "run_until_idle_through_crashes",
+]
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=UTC)
 

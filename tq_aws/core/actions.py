@@ -58,6 +58,7 @@ class BatchBook:
     batch_children: list[Task] = field(default_factory=list)
     flows: dict[str, list[FlowStart]] = field(default_factory=dict)
     batch_flows: list[FlowStart] = field(default_factory=list)
+    handed_off: set[str] = field(default_factory=set)
 
     def decide(self, task: Task, decision: Decision) -> bool:
         """Record ``decision`` unless the task was decided already; return whether it counted."""

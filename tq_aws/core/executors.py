@@ -47,6 +47,8 @@ class ExecutorSpec:
     store_on_failure: bool = False
     partition_key: PartitionKeyFn | None = None
     payload_model: builtins.type[BaseModel] | None = None
+    handoff_timeout: float | None = None
+    max_duration: float | None = None
 
     def key_for(self, task: Task) -> str | None:
         """The partition key this executor assigns to ``task`` (``None``: keep the task's)."""
@@ -73,6 +75,8 @@ def make_spec(
     store_on_failure: bool,
     partition_key: PartitionKeyFn | None,
     payload_model: builtins.type[BaseModel] | None,
+    handoff_timeout: float | None = None,
+    max_duration: float | None = None,
 ) -> ExecutorSpec:
     """Validate registration options and build the spec; errors name the option and the fix."""
     where = f"executor {queue_id!r}/{type!r}"
@@ -100,6 +104,17 @@ def make_spec(
         isinstance(payload_model, builtins.type) and issubclass(payload_model, BaseModel)
     ):
         raise ConfigurationError(f"{where}: payload_model must be a pydantic BaseModel subclass")
+    for name, value in (("handoff_timeout", handoff_timeout), ("max_duration", max_duration)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ConfigurationError(f"{where}: {name}={value!r}; give seconds > 0, or None")
+    if handoff_timeout is not None and kind is not ExecutorKind.SINGLE:
+        raise ConfigurationError(
+            f"{where}: handoff_timeout applies to single-task executors without parallel=True"
+        )
+    if max_duration is not None and handoff_timeout is None:
+        raise ConfigurationError(f"{where}: max_duration applies only with handoff_timeout")
     return ExecutorSpec(
         queue_id=queue_id,
         type=type,
@@ -112,6 +127,8 @@ def make_spec(
         store_on_failure=store_on_failure,
         partition_key=partition_key,
         payload_model=payload_model,
+        handoff_timeout=handoff_timeout,
+        max_duration=max_duration,
     )
 
 

@@ -43,6 +43,8 @@ class TaskOutcome:
     ignored_reason: str | None = None
     children: list[Task] = field(default_factory=list)
     flows: list[FlowStart] = field(default_factory=list)
+    handed_off: bool = False
+    """Still running after ``handoff_timeout``; its outcome is recorded when it ends."""
 
 
 @dataclass(slots=True)
@@ -55,6 +57,8 @@ class BatchOutcome:
 
 
 StartedHook = Callable[[Task], None]
+HandoffHook = Callable[[ExecutorSpec, Task, "asyncio.Task[None]", BatchBook], bool]
+"""Offered a task still running after its handoff timeout; returns whether it took it."""
 
 
 class Runner:
@@ -74,6 +78,7 @@ class Runner:
         self._worker_id = worker_id
         self._now = now
         self._on_started = on_started
+        self.handoff: HandoffHook | None = None
 
     async def run(self, tasks: Sequence[Task]) -> BatchOutcome:
         book = BatchBook(tasks={t.id or "": t for t in tasks})
@@ -104,8 +109,9 @@ class Runner:
         for task in tasks:
             tid = task.id or ""
             reason = ignored.get(tid)
-            decision = None if reason else book.decisions.get(tid)
-            if reason is None and decision is None:
+            handed_off = tid in book.handed_off
+            decision = None if reason or handed_off else book.decisions.get(tid)
+            if reason is None and decision is None and not handed_off:
                 decision = Decision(kind="fail", error=NO_DECISION)
             outcomes.append(
                 TaskOutcome(
@@ -115,6 +121,7 @@ class Runner:
                     ignored_reason=reason,
                     children=book.children.get(tid, []),
                     flows=book.flows.get(tid, []),
+                    handed_off=handed_off,
                 )
             )
         return BatchOutcome(
@@ -135,11 +142,30 @@ class Runner:
         actions = Actions(book, self._prepare, task=task, context=ctx, now=self._now)
         if self._on_started is not None:
             self._on_started(task)
+        if spec.handoff_timeout is None or self.handoff is None:
+            await self._invoke(spec, task, actions, ctx, book)
+            return
+        job = asyncio.ensure_future(self._invoke(spec, task, actions, ctx, book))
+        done, _ = await asyncio.wait({job}, timeout=spec.handoff_timeout)
+        if not done and self.handoff(spec, task, job, book):
+            book.handed_off.add(task.id or "")
+            return
+        await job  # finished in time, or not taken (manager full): wait for it here
+
+    async def _invoke(
+        self,
+        spec: ExecutorSpec,
+        task: Task,
+        actions: Actions,
+        ctx: dict[str, str],
+        book: BatchBook,
+    ) -> None:
         try:
             with log_context.bound(ctx):
                 if spec.is_async:
                     await spec.fn(task, actions)
-                elif spec.kind is ExecutorKind.PARALLEL:
+                elif spec.kind is ExecutorKind.PARALLEL or spec.handoff_timeout is not None:
+                    # in a thread, so the loop stays free (and can hand a long one off)
                     await asyncio.to_thread(spec.fn, task, actions)
                 else:
                     returned = spec.fn(task, actions)

@@ -35,6 +35,7 @@ from tq_aws.core.task import Entity, Task
 from tq_aws.engine import blobs
 from tq_aws.engine.dispatch import Dispatcher, schedule_name
 from tq_aws.engine.flows import FlowCoordinator
+from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.engine.processor import BatchProcessor, PoisonRecord
 from tq_aws.engine.stats import Stats
 from tq_aws.errors import ConfigurationError
@@ -76,6 +77,7 @@ class TaskQueue:
             ``processing``. 0 (default) writes it before the task runs.
         include_payload: copy task payloads into projection rows.
         worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
+        async_tasks: the ``AsyncTaskManager`` for executors with ``handoff_timeout``.
 
     Example:
         >>> app = TaskQueue()
@@ -100,6 +102,7 @@ class TaskQueue:
         source: PollingSource | None = None,
         result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
         processing_grace: float = 0.0,
+        async_tasks: AsyncTaskManager | None = None,
         include_payload: bool = False,
         worker_id: str | None = None,
     ):
@@ -120,6 +123,7 @@ class TaskQueue:
         self.registry = ExecutorRegistry()
         self.events = LifecycleBus()
         self.stats = Stats()
+        self.async_tasks = async_tasks or AsyncTaskManager()
         log_context.install_record_factory()
         self._dispatcher = Dispatcher(
             clock=self.clock,
@@ -163,6 +167,7 @@ class TaskQueue:
             stats=self.stats,
             result_limit=result_limit,
             processing_grace=processing_grace,
+            async_tasks=self.async_tasks,
         )
 
     # -- registration ---------------------------------------------------------------------
@@ -179,6 +184,8 @@ class TaskQueue:
         store_on_failure: bool = False,
         partition_key: PartitionKeyFn | None = None,
         payload_model: type[BaseModel] | None = None,
+        handoff_timeout: float | None = None,
+        max_duration: float | None = None,
     ) -> Callable[[F], F]:
         """Register a single-task executor ``fn(task, actions)`` (plain or ``async def``).
 
@@ -193,6 +200,10 @@ class TaskQueue:
                 always stored; without this a retry travels by the scheduler alone.
             partition_key: ``(task) -> str`` ordering key, applied on every dispatch path.
             payload_model: pydantic model the payload must validate against at ``add_tasks``.
+            handoff_timeout: seconds after which a still-running task is handed off to
+                ``async_tasks`` and the batch goes on; its outcome is recorded when it ends.
+            max_duration: seconds a handed-off task may run before it is cancelled and failed
+                into the retry path (default: the manager's ``default_max_duration``).
         """
         kind = ExecutorKind.PARALLEL if parallel else ExecutorKind.SINGLE
 
@@ -209,6 +220,8 @@ class TaskQueue:
                     store_on_failure=store_on_failure,
                     partition_key=partition_key,
                     payload_model=payload_model,
+                    handoff_timeout=handoff_timeout,
+                    max_duration=max_duration,
                 )
             )
             return fn
@@ -349,6 +362,9 @@ class TaskQueue:
             deliveries = await source.receive(self.batch_size)
             if not deliveries:
                 if fired:
+                    continue
+                if self.async_tasks.active:  # handed-off tasks may still add work
+                    await self.async_tasks.wait_any()
                     continue
                 return batches
             try:

@@ -24,21 +24,25 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from tq_aws.clock import Clock
-from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.actions import NO_DECISION, BatchBook, Decision
+from tq_aws.core.executors import ExecutorRegistry, ExecutorSpec
 from tq_aws.core.flows import TIMEOUT_TYPE, FlowStart, flow_meta
 from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.retry import RetryPlan, plan_retry
-from tq_aws.core.runner import BatchOutcome, Runner
+from tq_aws.core.runner import BatchOutcome, Runner, TaskOutcome
 from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine import blobs
 from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
 from tq_aws.engine.flows import FlowCoordinator, step_result
+from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.engine.stats import Stats
 from tq_aws.ports import BlobStore, ClaimState, Delivery, ScheduledTask, Scheduler, TaskStore
 
 logger = logging.getLogger("tq_aws.processor")
 
 EARLY_TOLERANCE = timedelta(milliseconds=1)
+WATCHDOG_MARGIN = 60.0
+"""Seconds past a handed-off task's maximum duration before its record is delivered again."""
 
 
 class PoisonRecord:
@@ -73,6 +77,7 @@ class BatchProcessor:
         stats: Stats,
         result_limit: int,
         processing_grace: float = 0.0,
+        async_tasks: AsyncTaskManager | None = None,
     ):
         self._clock = clock
         self._registry = registry
@@ -86,6 +91,8 @@ class BatchProcessor:
         self._stats = stats
         self._result_limit = result_limit
         self._processing_grace = processing_grace
+        self._async_tasks = async_tasks
+        runner.handoff = self.accept_handoff
         self.poison: list[PoisonRecord] = []
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
@@ -203,8 +210,12 @@ class BatchProcessor:
         inline: dict[str, Any] = {}  # results as the executor gave them, for events
         children: list[Task] = list(outcome.batch_children)
         starts: list[FlowStart] = list(outcome.batch_flows)
+        handoffs: list[Task] = []
         for o in outcome.outcomes:
             task = o.task
+            if o.handed_off:
+                handoffs.append(self._handed_off_copy(task, now))
+                continue
             if o.ignored_reason is not None:
                 stats = {
                     **task.execution_stats,
@@ -296,7 +307,10 @@ class BatchProcessor:
             await self._scheduler.schedule(
                 [ScheduledTask(at=p.at, name=schedule_name(p.task), task=p.task) for p in retries]
             )
+        if handoffs:  # brought back by the scheduler if this worker dies before they end
+            await self._scheduler.schedule([self._watchdog(t, now) for t in handoffs])
         # 2. durable records.
+        to_store.extend(handoffs)
         to_store.extend(p.task for p in retries if p.task.stored)
         to_store.extend(finals)
         to_store.extend(ignored)
@@ -325,6 +339,65 @@ class BatchProcessor:
         # 4. flow barriers and joins.
         await self._report_flows([*successes, *finals, *ignored, *expired_done])
         return len(successes), len(finals) + len(retries)
+
+    # -- handed-off tasks ----------------------------------------------------------------------
+
+    def accept_handoff(
+        self, spec: ExecutorSpec, task: Task, job: asyncio.Task[None], book: BatchBook
+    ) -> bool:
+        """Offered by the runner: a task still running after its handoff timeout."""
+        if self._async_tasks is None or not self._async_tasks.can_accept_task():
+            return False
+
+        async def complete(evicted: bool) -> None:
+            await self._finish_handoff(spec, task, book, evicted)
+
+        return self._async_tasks.handoff_task(task, job, complete, task_timeout=spec.max_duration)
+
+    def _handed_off_copy(self, task: Task, now: datetime) -> Task:
+        return task.model_copy(
+            update={
+                "stored": True,
+                "status": TaskStatus.PROCESSING,
+                "processing_started_at": now,
+                "updated_at": now,
+            }
+        )
+
+    def _watchdog(self, task: Task, now: datetime) -> ScheduledTask:
+        limit = self._async_tasks.default_max_duration if self._async_tasks is not None else 600.0
+        spec = self._registry.get(task.queue_id, task.type)
+        if spec is not None and spec.max_duration is not None:
+            limit = spec.max_duration
+        at = now + timedelta(seconds=limit + WATCHDOG_MARGIN)
+        return ScheduledTask(at=at, name=f"{schedule_name(task)}.h", task=task)
+
+    async def _finish_handoff(
+        self, spec: ExecutorSpec, task: Task, book: BatchBook, evicted: bool
+    ) -> None:
+        tid = task.id or ""
+        if evicted and tid not in book.decisions:
+            limit = spec.max_duration or (
+                self._async_tasks.default_max_duration if self._async_tasks else 0
+            )
+            book.decide(
+                task,
+                Decision(
+                    kind="fail",
+                    error=f"handed-off task ran past its maximum duration of {limit:g} s "
+                    "and was cancelled",
+                ),
+            )
+        decision = book.decisions.get(tid) or Decision(kind="fail", error=NO_DECISION)
+        outcome = TaskOutcome(
+            task=task.model_copy(update={"stored": True}),
+            spec=spec,
+            decision=decision,
+            children=book.children.get(tid, []),
+            flows=book.flows.get(tid, []),
+        )
+        await self._post_process(BatchOutcome([outcome], []), [], [])
+        await self._scheduler.cancel([f"{schedule_name(task)}.h"])
 
     async def _report_flows(self, finished: list[Task]) -> None:
         steps = []
