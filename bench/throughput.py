@@ -20,7 +20,9 @@ Pairs (each tq-aws row is compared with the Dramatiq row named in "baseline"):
 * ``batch``: a tq-aws ``batch_executor`` against the plain Dramatiq baseline.
 
 Each case is measured ``--repeats`` times; the table shows the best run (fastest: noise only ever
-slows a run down) and the ratio of the medians next to the ratio of the bests.
+slows a run down) and the ratio of the medians next to the ratio of the bests. The last column is
+the ratio of the best CPU times (``time.process_time``: every thread of the process), which moves
+much less than wall time when other processes share the machine.
 
 Run: ``python -m bench.throughput`` (``--quick``, ``--n``, ``--repeats``, ``--threads``,
 ``--batch-size``, ``--profile``).
@@ -42,7 +44,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -60,6 +62,24 @@ WARMUP_N = 1_000
 
 class BenchError(RuntimeError):
     """A measured run did not do the work it was timed for."""
+
+
+class Timing(NamedTuple):
+    """One measured run: wall-clock seconds and CPU seconds of the whole process."""
+
+    wall: float
+    cpu: float
+
+
+class _Clock:
+    """Wall and CPU time since it was made."""
+
+    def __init__(self) -> None:
+        self._wall = time.perf_counter()
+        self._cpu = time.process_time()
+
+    def read(self) -> Timing:
+        return Timing(time.perf_counter() - self._wall, time.process_time() - self._cpu)
 
 
 # -- tq-aws ---------------------------------------------------------------------------------
@@ -83,10 +103,10 @@ def _tq_app(kind: str, batch_size: int) -> TaskQueue:
     return app
 
 
-async def _tq_timed(app: TaskQueue, n: int, force_store: bool) -> tuple[float, list[str]]:
+async def _tq_timed(app: TaskQueue, n: int, force_store: bool) -> tuple[Timing, list[str]]:
     # As a producer would: build the tasks, add them, keep only the ids (a list the caller holds
     # on to would be scanned by every garbage collection of the run).
-    start = time.perf_counter()
+    clock = _Clock()
     ids = await app.add_tasks(
         [
             Task(type="noop", queue_id=QUEUE, payload={"i": i}, force_store=force_store)
@@ -94,7 +114,7 @@ async def _tq_timed(app: TaskQueue, n: int, force_store: bool) -> tuple[float, l
         ]
     )
     await app.run_until_idle()
-    return time.perf_counter() - start, ids
+    return clock.read(), ids
 
 
 async def _tq_check(app: TaskQueue, n: int, ids: list[str], recorded: bool) -> None:
@@ -113,17 +133,17 @@ async def _tq_check(app: TaskQueue, n: int, ids: list[str], recorded: bool) -> N
                 raise BenchError(f"tq-aws record of {task_id} is {task and task.status}")
 
 
-def run_tq(kind: str, n: int, batch_size: int) -> float:
-    """Seconds for tq-aws to add, run and record ``n`` no-op tasks (``plain``, ``recorded``,
+def run_tq(kind: str, n: int, batch_size: int) -> Timing:
+    """Time for tq-aws to add, run and record ``n`` no-op tasks (``plain``, ``recorded``,
     ``batch``)."""
     recorded = kind == "recorded"
     app = _tq_app(kind, batch_size)
 
-    async def go() -> float:
+    async def go() -> Timing:
         gc.collect()
-        seconds, ids = await _tq_timed(app, n, recorded)
+        timing, ids = await _tq_timed(app, n, recorded)
         await _tq_check(app, n, ids, recorded)
-        return seconds
+        return timing
 
     return asyncio.run(go())
 
@@ -131,8 +151,8 @@ def run_tq(kind: str, n: int, batch_size: int) -> float:
 # -- Dramatiq -------------------------------------------------------------------------------
 
 
-def run_dramatiq(kind: str, n: int, threads: int) -> float:
-    """Seconds for Dramatiq's ``StubBroker`` + ``Worker`` to send and run ``n`` no-op messages
+def run_dramatiq(kind: str, n: int, threads: int) -> Timing:
+    """Time for Dramatiq's ``StubBroker`` + ``Worker`` to send and run ``n`` no-op messages
     (``plain``, or ``recorded`` with results stored in the ``StubBackend``)."""
     recorded = kind == "recorded"
     broker = StubBroker()
@@ -151,14 +171,14 @@ def run_dramatiq(kind: str, n: int, threads: int) -> float:
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     gc.collect()
     try:
-        start = time.perf_counter()
+        clock = _Clock()
         first = last = actor.send(0)
         for i in range(1, n):
             last = actor.send(i)
         worker.start()
         broker.join(QUEUE)
         worker.join()
-        seconds = time.perf_counter() - start
+        timing = clock.read()
     finally:
         worker.stop()
         broker.close()
@@ -170,7 +190,7 @@ def run_dramatiq(kind: str, n: int, threads: int) -> float:
             raise BenchError(f"Dramatiq stored {len(backend.results)} of {n} results")
         for message in (first, last):
             message.get_result(backend=backend)  # raises ResultMissing if it was not stored
-    return seconds
+    return timing
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -178,17 +198,20 @@ def run_dramatiq(kind: str, n: int, threads: int) -> float:
 
 @dataclass(slots=True)
 class Case:
-    """One side of one pair, with its timings in seconds."""
+    """One side of one pair, with its timings."""
 
     name: str
-    run: Callable[[int], float]
-    seconds: list[float] = field(default_factory=list)
+    run: Callable[[int], Timing]
+    timings: list[Timing] = field(default_factory=list)
 
     def best(self) -> float:
-        return min(self.seconds)
+        return min(t.wall for t in self.timings)
 
     def median(self) -> float:
-        return statistics.median(self.seconds)
+        return statistics.median(t.wall for t in self.timings)
+
+    def best_cpu(self) -> float:
+        return min(t.cpu for t in self.timings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,22 +247,23 @@ def render(n: int, cases: dict[str, Case]) -> str:
     """The result table: per pair, both sides' best time and rate, and the ratios."""
     header = (
         f"{'pair':<9} {'N':>7}  {'tq-aws s':>8} {'tq-aws/s':>9}  "
-        f"{'baseline':<17} {'s':>6} {'tasks/s':>8}  {'ratio':>6} {'median':>6}"
+        f"{'baseline':<17} {'s':>6} {'tasks/s':>8}  {'ratio':>6} {'median':>6} {'cpu':>6}"
     )
     lines = [header, "-" * len(header)]
     for pair in PAIRS:
         tq, base = cases[pair.tq], cases[pair.baseline]
         ratio = base.best() / tq.best()
         median_ratio = base.median() / tq.median()
+        cpu_ratio = base.best_cpu() / tq.best_cpu()
         lines.append(
             f"{pair.name:<9} {n:>7}  {tq.best():>8.3f} {_rate(n, tq.best()):>9}  "
             f"{pair.baseline:<17} {base.best():>6.3f} {_rate(n, base.best()):>8}  "
-            f"{ratio:>5.2f}x {median_ratio:>5.2f}x"
+            f"{ratio:>5.2f}x {median_ratio:>5.2f}x {cpu_ratio:>5.2f}x"
         )
     lines.append("")
     lines.append("every run, tasks/s:")
     for case in cases.values():
-        runs = " ".join(f"{_rate(n, s):>8}" for s in case.seconds)
+        runs = " ".join(f"{_rate(n, t.wall):>8}" for t in case.timings)
         lines.append(f"  {case.name:<17} {runs}")
     return "\n".join(lines)
 
@@ -311,7 +335,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for round_ in range(args.repeats):
         # Every other round runs in reverse, so no case always runs first or after the same one.
         for case in cases if round_ % 2 == 0 else reversed(cases):
-            case.seconds.append(case.run(n))
+            case.timings.append(case.run(n))
     by_name = {case.name: case for case in cases}
     print()
     print(render(n, by_name))
