@@ -7,8 +7,9 @@ import contextlib
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -124,6 +125,10 @@ class TaskQueue:
         self.events = LifecycleBus()
         self.stats = Stats()
         self.async_tasks = async_tasks or AsyncTaskManager()
+        self.resources: Any = None
+        """Set by ``TaskQueue.aws``: the AWS resources behind the backends."""
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_lock = threading.Lock()
         log_context.install_record_factory()
         self._dispatcher = Dispatcher(
             clock=self.clock,
@@ -169,6 +174,93 @@ class TaskQueue:
             processing_grace=processing_grace,
             async_tasks=self.async_tasks,
         )
+
+    # -- construction on AWS -----------------------------------------------------------------
+
+    @classmethod
+    def aws(
+        cls,
+        stream: str | None = None,
+        queue_url: str | None = None,
+        table: str = "tq",
+        bucket: str | None = None,
+        scheduler_group: str = "tq",
+        scheduler_role_arn: str | None = None,
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        clock: Clock | None = None,
+        *,
+        sqs_queues: Mapping[str, str] | Iterable[str] | None = None,
+        compress_over: int | None = None,
+        max_record_bytes: int = 1_048_576,
+        fire_schedules: bool | None = None,
+        **options: Any,
+    ) -> TaskQueue:
+        """A TaskQueue on AWS: Kinesis and/or SQS transports, DynamoDB stores, EventBridge
+        Scheduler, S3 claim check. Executor code is the same as on the embedded default.
+
+        Args:
+            stream: Kinesis stream for every queue id not in ``sqs_queues``.
+            queue_url: SQS queue URL; alone, every queue id travels by it.
+            sqs_queues: queue ids that travel by SQS: ``{queue_id: url}``, or ids using
+                ``queue_url``.
+            table: the DynamoDB table (tasks, projections, flows in one table).
+            bucket: S3 bucket for payloads and results over the size limits.
+            scheduler_group, scheduler_role_arn: where schedules live and the role EventBridge
+                Scheduler assumes to deliver them.
+            region, endpoint_url: where AWS is (``endpoint_url`` for a local emulator).
+            clock: the clock (default: the real one). With an injected clock every delay goes
+                through the Scheduler, since SQS ``DelaySeconds`` counts real seconds.
+            compress_over: zlib-compress records larger than this many bytes.
+            max_record_bytes: records larger than this go through the claim check (1 MiB;
+                raise it for streams configured for larger records).
+            fire_schedules: let ``run_until_idle`` perform due schedules itself. Defaults to
+                true only for a loopback ``endpoint_url`` (an emulator never fires them).
+            options: any other ``TaskQueue`` option (``batch_size``, ``processing_grace``...).
+        """
+        from tq_aws.backends.aws.factory import build
+
+        return build(
+            stream=stream,
+            queue_url=queue_url,
+            table=table,
+            bucket=bucket,
+            scheduler_group=scheduler_group,
+            scheduler_role_arn=scheduler_role_arn,
+            region=region,
+            endpoint_url=endpoint_url,
+            clock=clock,
+            sqs_queues=sqs_queues,
+            compress_over=compress_over,
+            max_record_bytes=max_record_bytes,
+            fire_schedules=fire_schedules,
+            **options,
+        )
+
+    @classmethod
+    def from_env(cls, clock: Clock | None = None, **options: Any) -> TaskQueue:
+        """A TaskQueue configured by ``TQ_*`` environment variables (the names the SAM and
+        CDK templates set): ``TQ_STREAM``, ``TQ_QUEUE_URL``, ``TQ_SQS_QUEUES`` (JSON object or
+        comma-separated ids), ``TQ_TABLE``, ``TQ_BUCKET``, ``TQ_SCHEDULER_GROUP``,
+        ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_REGION`` (else ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
+        With neither ``TQ_STREAM`` nor ``TQ_QUEUE_URL`` set: the embedded default."""
+        from tq_aws.backends.aws.factory import settings_from_env
+
+        config = settings_from_env()
+        if config is None:
+            return cls(clock=clock, **options)
+        return cls.aws(clock=clock, **config, **options)
+
+    async def ensure_resources(self) -> None:
+        """Create the AWS resources that are missing (development and tests; production uses
+        the templates). Nothing to do on the embedded default."""
+        if self.resources is not None:
+            await self.resources.ensure()
+
+    async def aclose(self) -> None:
+        """Close AWS clients opened on the running event loop."""
+        if self.resources is not None:
+            await self.resources.clients.aclose()
 
     # -- registration ---------------------------------------------------------------------
 
@@ -278,6 +370,32 @@ class TaskQueue:
         prepared = prepare_tasks(tasks, self.registry, self.clock.now())
         await self._dispatcher.dispatch(prepared)
         return [t.id or "" for t in prepared]
+
+    def add_tasks_sync(self, tasks: Sequence[Task]) -> list[str]:
+        """``add_tasks`` for synchronous code (web apps, scripts): blocks until the tasks are
+        accepted and returns their ids. Safe from any thread; it runs on a private event loop
+        kept for the app, so AWS connections are reused across calls. Not for use inside a
+        running event loop (await ``add_tasks`` there). The memory backends are not
+        thread-safe: with them, do not run a worker in another thread at the same time."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("add_tasks_sync inside a running event loop; await add_tasks")
+        loop = self._private_loop()
+        return asyncio.run_coroutine_threadsafe(self.add_tasks(tasks), loop).result()
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._sync_lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="tq-aws-sync-producer", daemon=True
+                )
+                thread.start()
+                self._sync_loop = loop
+            return self._sync_loop
 
     def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:
         return prepare_tasks(tasks, self.registry, self.clock.now(), inherit_context=context)
