@@ -1,0 +1,67 @@
+"""DynamoDB stores (pynamodb, one table): ``DynamoTaskStore``, ``DynamoProjectionStore``,
+``DynamoFlowStore``; ``ensure_table`` creates the table, ``build_stores`` the three stores.
+
+Example:
+    >>> settings = AwsSettings(region="eu-west-1")
+    >>> ensure_table("tq", settings)
+    >>> stores = build_stores("tq", settings, blob_store=S3BlobStore("my-bucket", clients))
+    >>> app = TaskQueue(task_store=stores.tasks, projection_store=stores.projections,
+    ...                 flow_store=stores.flows, ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.backends.aws.dynamodb.flow_store import DynamoFlowStore, FlowConflictError
+from tq_aws.backends.aws.dynamodb.models import ItemTooLargeError, TableModels, table_models
+from tq_aws.backends.aws.dynamodb.projection_store import DynamoProjectionStore
+from tq_aws.backends.aws.dynamodb.table import ensure_table
+from tq_aws.backends.aws.dynamodb.task_store import DynamoTaskStore
+from tq_aws.ports import BlobStore
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoStores:
+    """The three DynamoDB stores of one table."""
+
+    tasks: DynamoTaskStore
+    projections: DynamoProjectionStore
+    flows: DynamoFlowStore
+
+
+def build_stores(
+    table: str,
+    settings: AwsSettings,
+    *,
+    blob_store: BlobStore | None = None,
+    item_limit: int = 350_000,
+    ttl_days: float | None = 30,
+) -> DynamoStores:
+    """The task, projection and flow stores on ``table`` (arguments as for each store)."""
+    return DynamoStores(
+        tasks=DynamoTaskStore(
+            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
+        ),
+        projections=DynamoProjectionStore(
+            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
+        ),
+        flows=DynamoFlowStore(
+            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
+        ),
+    )
+
+
+__all__ = [
+    "DynamoFlowStore",
+    "DynamoProjectionStore",
+    "DynamoStores",
+    "DynamoTaskStore",
+    "FlowConflictError",
+    "ItemTooLargeError",
+    "TableModels",
+    "build_stores",
+    "ensure_table",
+    "table_models",
+]
