@@ -1,0 +1,225 @@
+"""Building a TaskQueue on AWS: configuration, backends, and the resources they need.
+
+``TaskQueue.aws(...)`` and ``TaskQueue.from_env()`` come here, so the memory path never imports
+an AWS SDK.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from tq_aws.backends.aws.clients import AwsClients, AwsSettings
+from tq_aws.backends.aws.routing import Routing
+from tq_aws.backends.aws.s3 import S3BlobStore
+from tq_aws.backends.aws.scheduler import EventBridgeScheduler
+from tq_aws.backends.aws.transport import CombinedSource, RoutedTransport
+from tq_aws.backends.memory import MemoryBlobStore
+from tq_aws.clock import Clock, SystemClock
+from tq_aws.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from tq_aws.engine.app import TaskQueue
+
+logger = logging.getLogger("tq_aws.aws")
+
+ENV_PREFIX = "TQ_"
+
+
+@dataclass(slots=True)
+class AwsResources:
+    """What an AWS TaskQueue uses, and how to create what is missing (development and tests;
+    production creates them with the SAM or CDK templates)."""
+
+    settings: AwsSettings
+    clients: AwsClients
+    routing: Routing
+    table: str
+    bucket: str | None
+    scheduler_group: str
+    blob_store: S3BlobStore | None
+    stores: Any  # the DynamoDB stores module's table helper
+
+    async def ensure(self) -> None:
+        """Create the stream, queues, table, bucket and schedule group if they are missing."""
+        await asyncio.gather(
+            self._ensure_stream(),
+            self._ensure_queues(),
+            asyncio.to_thread(self.stores.ensure_table, self.table, self.settings),
+            self._ensure_bucket(),
+            self._ensure_schedule_group(),
+        )
+
+    async def _ensure_stream(self) -> None:
+        if not self.routing.stream:
+            return
+        kinesis = await self.clients.get("kinesis")
+        try:
+            await kinesis.describe_stream_summary(StreamName=self.routing.stream)
+            return
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+        await kinesis.create_stream(
+            StreamName=self.routing.stream, StreamModeDetails={"StreamMode": "ON_DEMAND"}
+        )
+        waiter = kinesis.get_waiter("stream_exists")
+        await waiter.wait(StreamName=self.routing.stream, WaiterConfig={"Delay": 1})
+
+    async def _ensure_queues(self) -> None:
+        sqs = await self.clients.get("sqs")
+        for url in self.routing.queue_urls():
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+            attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+            await sqs.create_queue(QueueName=name, Attributes=attributes)
+
+    async def _ensure_bucket(self) -> None:
+        if self.blob_store is not None:
+            await self.blob_store.ensure_bucket()
+
+    async def _ensure_schedule_group(self) -> None:
+        scheduler = await self.clients.get("scheduler")
+        try:
+            await scheduler.create_schedule_group(Name=self.scheduler_group)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ConflictException":
+                raise
+
+
+def build(
+    *,
+    stream: str | None,
+    queue_url: str | None,
+    table: str,
+    bucket: str | None,
+    scheduler_group: str,
+    scheduler_role_arn: str | None,
+    region: str,
+    endpoint_url: str | None,
+    clock: Clock | None,
+    sqs_queues: Mapping[str, str] | Iterable[str] | None = None,
+    compress_over: int | None = None,
+    max_record_bytes: int = 1_048_576,
+    fire_schedules: bool | None = None,
+    **options: Any,
+) -> TaskQueue:
+    """The TaskQueue behind ``TaskQueue.aws``; see its docstring."""
+    from tq_aws.backends.aws import dynamodb
+    from tq_aws.engine.app import TaskQueue
+
+    settings = AwsSettings(region=region, endpoint_url=endpoint_url)
+    clients = AwsClients(settings)
+    routing = Routing(stream=stream, queue_url=queue_url, sqs_queues=sqs_queues)
+    clock = clock or SystemClock()
+    blob_store = S3BlobStore(bucket, clients) if bucket else None
+    blobs = blob_store or MemoryBlobStore()
+    if not blob_store:
+        logger.warning("no bucket= given: large payloads and results stay in this process only")
+    transport = RoutedTransport.from_routing(
+        routing,
+        clients,
+        blob_store=blob_store,
+        compress_over=compress_over,
+        max_record_bytes=max_record_bytes,
+    )
+    sqs_delay = next(iter(transport.sqs.values()), None) if transport.sqs else None
+    role = scheduler_role_arn or _default_role(settings)
+    simulate = settings.is_local if fire_schedules is None else fire_schedules
+    scheduler = EventBridgeScheduler(
+        clients,
+        routing,
+        group=scheduler_group,
+        role_arn=role,
+        clock=clock,
+        sqs_delay=sqs_delay,
+        simulate_firing=simulate,
+    )
+    table = dynamodb_table_name(table)
+    stores = dynamodb.build_stores(table, settings, blob_store=blob_store)
+    app = TaskQueue(
+        clock=clock,
+        transport=transport,
+        source=CombinedSource.from_routing(routing, clients),
+        task_store=stores.tasks,
+        projection_store=stores.projections,
+        flow_store=stores.flows,
+        scheduler=scheduler,
+        blob_store=blobs,
+        **options,
+    )
+    app.resources = AwsResources(
+        settings=settings,
+        clients=clients,
+        routing=routing,
+        table=table,
+        bucket=bucket,
+        scheduler_group=scheduler_group,
+        blob_store=blob_store,
+        stores=dynamodb,
+    )
+    return app
+
+
+def dynamodb_table_name(table: str) -> str:
+    """The DynamoDB table for ``table=``: the name itself, or, when it is too short to be a
+    table name (DynamoDB wants 3 to 255 characters), a prefix: ``<table>-store``."""
+    if not table:
+        raise ConfigurationError("table is empty; give a DynamoDB table name or prefix")
+    return table if len(table) >= 3 else f"{table}-store"
+
+
+def _default_role(settings: AwsSettings) -> str:
+    if settings.is_local:
+        return "arn:aws:iam::123456789012:role/tq-scheduler"
+    raise ConfigurationError(
+        "scheduler_role_arn is required on AWS: the role EventBridge Scheduler assumes to put "
+        "records on the stream or send to the queue (the templates create it)"
+    )
+
+
+def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """``TaskQueue.aws`` arguments from ``TQ_*`` variables, or ``None`` when neither
+    ``TQ_STREAM`` nor ``TQ_QUEUE_URL`` is set (then the embedded default is used)."""
+    env = os.environ if environ is None else environ
+
+    def get(name: str) -> str | None:
+        value = env.get(ENV_PREFIX + name)
+        return value.strip() if value and value.strip() else None
+
+    stream, queue_url = get("STREAM"), get("QUEUE_URL")
+    if not stream and not queue_url:
+        return None
+    sqs_raw = get("SQS_QUEUES")
+    sqs_queues: Mapping[str, str] | list[str] | None = None
+    if sqs_raw:
+        if sqs_raw.startswith("{"):
+            try:
+                sqs_queues = dict(json.loads(sqs_raw))
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"TQ_SQS_QUEUES is not valid JSON ({exc}); give a JSON object "
+                    '{"queue_id": "queue URL"} or a comma-separated list of queue ids'
+                ) from exc
+        else:
+            sqs_queues = [q.strip() for q in sqs_raw.split(",") if q.strip()]
+    return {
+        "stream": stream,
+        "queue_url": queue_url,
+        "sqs_queues": sqs_queues,
+        "table": get("TABLE") or "tq",
+        "bucket": get("BUCKET"),
+        "scheduler_group": get("SCHEDULER_GROUP") or "tq",
+        "scheduler_role_arn": get("SCHEDULER_ROLE_ARN"),
+        "region": get("REGION")
+        or env.get("AWS_REGION")
+        or env.get("AWS_DEFAULT_REGION")
+        or "us-east-1",
+        "endpoint_url": get("ENDPOINT_URL"),
+    }
