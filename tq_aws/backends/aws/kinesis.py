@@ -31,7 +31,9 @@ one shard per ``receive``, shards taken in turn. ``ack`` moves the shard's check
 batch; ``nack`` makes the next read of that shard start again at the first record given back
 (``AT_SEQUENCE_NUMBER``), so nothing is skipped. After a reshard, a child shard is read only
 once its parents are read to their end and acknowledged, so a key's order survives the split
-or merge. Positions are kept in memory only: a new source starts again at ``start``.
+or merge. Positions are kept in memory only: a new source starts again at ``start``. One
+source reads every shard and shares no leases, so run one per stream (each of several would
+get every record).
 
 moto's sequence numbers are small per-shard counters ("1", "2", ..., where "10" < "9" as
 strings), so sequence numbers are compared as integers and always qualified by their shard.
