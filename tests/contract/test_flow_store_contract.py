@@ -10,9 +10,16 @@ from typing import Any
 
 import pytest
 from aws.conftest import REGION, unique
+from pynamodb.exceptions import CancellationReason
 
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb import DynamoFlowStore, ItemTooLargeError, ensure_table
+from tq_aws.backends.aws.dynamodb import (
+    DynamoFlowStore,
+    FlowConflictError,
+    ItemTooLargeError,
+    ensure_table,
+    flow_store,
+)
 from tq_aws.backends.memory import MemoryBlobStore, MemoryFlowStore
 from tq_aws.core.flows import FlowRecord, FlowState, Join, RecordOutcome, StepResult
 from tq_aws.core.task import Entity
@@ -246,3 +253,26 @@ async def test_large_step_results_live_in_the_blob_store(backend: Backend) -> No
     with pytest.raises(ItemTooLargeError, match="blob_store="):
         await bare.record_steps("f-1", [ok(1, "x" * 2 * ITEM_LIMIT)])
     assert (await store.get("f-1")).completed == 1
+
+
+async def test_a_busy_barrier_is_retried(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = dynamo(backend)
+    monkeypatch.setattr(flow_store, "RETRY_BASE_SECONDS", 0.0)
+    await store.init(flow(total=4))
+    real = store._transact_sync
+    busy = {"left": 3}
+
+    def conflicting(*args: Any) -> Any:
+        if busy["left"]:  # what DynamoDB answers while another transaction holds the barrier
+            busy["left"] -= 1
+            return [None, CancellationReason(code="TransactionConflict")]
+        return real(*args)
+
+    monkeypatch.setattr(store, "_transact_sync", conflicting)
+    assert await store.record_steps("f-1", [ok(0), ok(1)]) == [R.RECORDED, R.RECORDED]
+    assert (await store.get("f-1")).completed == 2
+    busy["left"] = flow_store.MAX_ATTEMPTS
+    with pytest.raises(FlowConflictError, match="busy") as info:
+        await store.record_steps("f-1", [ok(2)])
+    assert info.value.flow_id == "f-1"
+    assert (await store.get("f-1")).completed == 2

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import boto3
 import pytest
 from aws.conftest import REGION, unique
 
@@ -161,15 +162,13 @@ async def test_claim_absent_and_scheduled(store: Any) -> None:
     assert set(claims) == {"t-1", "t-none"}
     assert claims["t-none"].state is ClaimState.ABSENT
     assert claims["t-none"].stored is None
-    run = claims["t-1"]
-    assert run.state is ClaimState.RUN
-    assert run.stored is not None
-    assert run.stored.status is TaskStatus.PROCESSING
-    assert run.stored.processing_started_at == later
-    assert run.stored.updated_at == later
-    assert run.stored.execution_stats == {"retry_count": 0}
-    assert run.stored.payload == "p"
-    assert await store.get("t-1") == run.stored
+    assert claims["t-1"].state is ClaimState.RUN
+    stored = await store.get("t-1")
+    assert stored.status is TaskStatus.PROCESSING
+    assert stored.processing_started_at == later
+    assert stored.updated_at == later
+    assert stored.execution_stats == {"retry_count": 0}
+    assert stored.payload == "p"
 
 
 async def test_claim_processing_again_and_a_later_attempt(store: Any) -> None:
@@ -247,9 +246,10 @@ async def test_large_payload_and_result_round_trip(store: Any) -> None:
     big = task("t-big", payload=payload, execution_result=result)
     assert await store.put([big]) == [True]
     assert await store.get("t-big") == big.model_copy(update={"stored": True})
+    await store.put([task("t-big", status=TaskStatus.EXECUTED, payload=payload)])
     claims = await store.claim([task("t-big")], NOW)
+    assert claims["t-big"].state is ClaimState.DONE
     assert claims["t-big"].stored.payload == payload
-    assert claims["t-big"].stored.execution_result == result
     cancelled = await store.create([task("t-big2", payload=payload)])
     assert cancelled == [True]
     assert (await store.cancel("t-big2", NOW)).payload == payload
@@ -318,3 +318,43 @@ async def test_store_configuration_checks(backend: Backend) -> None:
         DynamoTaskStore(store.models.table, settings, ttl_days=0)
     with pytest.raises(ConfigurationError, match="table"):
         DynamoTaskStore("t", settings)
+
+
+def test_ensure_table_is_idempotent_and_turns_on_ttl(moto: None) -> None:
+    settings = AwsSettings(region=REGION, max_attempts=1)
+    table = unique("tq-table")
+    assert ensure_table(table, settings) is True
+    assert ensure_table(table, settings) is False
+    client = boto3.client("dynamodb", region_name=REGION)
+    description = client.describe_table(TableName=table)["Table"]
+    assert description["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    assert {k["AttributeName"]: k["KeyType"] for k in description["KeySchema"]} == {
+        "pk": "HASH",
+        "sk": "RANGE",
+    }
+    ttl = client.describe_time_to_live(TableName=table)["TimeToLiveDescription"]
+    assert (ttl["TimeToLiveStatus"], ttl["AttributeName"]) == ("ENABLED", "ttl")
+
+
+def test_ensure_table_refuses_a_table_of_another_shape(moto: None) -> None:
+    settings = AwsSettings(region=REGION, max_attempts=1)
+    client = boto3.client("dynamodb", region_name=REGION)
+    client.create_table(
+        TableName="tq-other-keys",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    with pytest.raises(ConfigurationError, match="'pk'"):
+        ensure_table("tq-other-keys", settings)
+    ensure_table("tq-other-ttl", settings)
+    client.update_time_to_live(
+        TableName="tq-other-ttl",
+        TimeToLiveSpecification={"Enabled": False, "AttributeName": "ttl"},
+    )
+    client.update_time_to_live(
+        TableName="tq-other-ttl",
+        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires"},
+    )
+    with pytest.raises(ConfigurationError, match="TTL on 'expires'"):
+        ensure_table("tq-other-ttl", settings)

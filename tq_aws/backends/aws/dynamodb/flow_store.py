@@ -55,6 +55,9 @@ MAX_STEPS_PER_TRANSACTION = 99
 MAX_TRANSACTION_BYTES = 3_500_000
 """TransactWriteItems takes 4 MB in all; keep room for keys and attributes."""
 MAX_ATTEMPTS = 8
+"""Transactions a busy barrier may cancel before ``FlowConflictError``."""
+RETRY_BASE_SECONDS = 0.02
+"""Backoff after the n-th cancellation: about ``RETRY_BASE_SECONDS * 2**n``, at most 1 s."""
 TRANSIENT_REASONS = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
@@ -315,10 +318,12 @@ class DynamoFlowStore:
             if not codes & TRANSIENT_REASONS:
                 return reasons
             if attempt + 1 < MAX_ATTEMPTS:
-                await asyncio.sleep(min(1.0, 0.02 * 2**attempt) * random.uniform(0.5, 1.5))
+                backoff = min(1.0, RETRY_BASE_SECONDS * 2**attempt)
+                await asyncio.sleep(backoff * random.uniform(0.5, 1.5))
         raise FlowConflictError(
             f"flow {flow_id}: its barrier stayed busy through {MAX_ATTEMPTS} attempts "
-            f"({', '.join(sorted(codes))}); nothing was recorded, record the steps again",
+            f"({', '.join(sorted(codes))}); the steps of that transaction were not recorded: "
+            "record them again",
             flow_id=flow_id,
         )
 

@@ -154,7 +154,7 @@ class DynamoTaskStore:
             actions.append(model.ttl.set(ttl))
         condition = model.status.is_in(*CLAIMABLE) & (model.retry_count <= n)
         try:
-            raw = await self._update(task.id or "", actions, condition)
+            await self._update(task.id or "", actions, condition, return_new=False)
         except ConditionFailed as failed:
             if failed.old is None:
                 return Claim(ClaimState.ABSENT)
@@ -169,23 +169,25 @@ class DynamoTaskStore:
                 f"task {task.id}: claim refused, yet the stored copy is {stored.status.value} "
                 f"at attempt {stored.retry_count}"
             ) from None
-        return Claim(ClaimState.RUN, await self._decode(raw))
+        return Claim(ClaimState.RUN)  # the delivered task runs: no need to read the item back
 
-    async def _update(self, task_id: str, actions: list[Any], condition: Any) -> dict[str, Any]:
-        """One conditional ``UpdateItem`` returning the new item; ``ConditionFailed`` carries
-        the old one."""
+    async def _update(
+        self, task_id: str, actions: list[Any], condition: Any, *, return_new: bool = True
+    ) -> dict[str, Any]:
+        """One conditional ``UpdateItem`` returning the new item (if ``return_new``);
+        ``ConditionFailed`` carries the old one."""
         kwargs = self.models.connection.get_operation_kwargs(
             task_pk(task_id),
             TASK_SK,
             actions=actions,
             condition=condition,
-            return_values="ALL_NEW",
+            return_values="ALL_NEW" if return_new else "NONE",
             return_values_on_condition_failure="ALL_OLD",
         )
         self.requests["UpdateItem"] += 1
         data = await in_thread(self.models.execute, "UpdateItem", kwargs)
         self.writes += 1
-        return dict(data["Attributes"])
+        return dict(data.get("Attributes", {}))
 
     async def _write(self, item: Any, condition: Any) -> bool:
         kwargs = item.get_save_kwargs_from_instance(condition=condition)
