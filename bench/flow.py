@@ -38,7 +38,7 @@ the join (``step_count(flow_id) == 0``) and that the barrier it keeps is small a
 whatever N is.
 
 Run: ``python -m bench.flow`` (``--quick``, ``--steps``, ``--batch-size``, ``--threads``,
-``--jobs``, ``--profile``).
+``--repeats``, ``--jobs``, ``--profile``).
 """
 
 from __future__ import annotations
@@ -100,6 +100,8 @@ class Measure:
     mode: str
     steps: int
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    """Process CPU time over ``seconds`` (all threads): less sensitive to a busy machine."""
     idle_seconds: float = 0.0
     phase_ends: dict[str, float] = field(default_factory=dict)
     """Seconds from the start of the run to the end of each phase, in order."""
@@ -178,16 +180,20 @@ class Phases:
     def __init__(self, traced: bool) -> None:
         self.traced = traced
         self.started = 0.0
+        self.cpu_started = 0.0
         self.ends: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.memory: dict[str, list[int]] = {}
 
     def begin(self) -> None:
         if self.traced:
             tracemalloc.start()
+        self.cpu_started = time.process_time()
         self.started = time.perf_counter()
 
     def end(self, name: str) -> None:
         self.ends[name] = time.perf_counter() - self.started
+        self.cpu[name] = time.process_time() - self.cpu_started
         if self.traced:
             current, peak = tracemalloc.get_traced_memory()
             self.memory[name] = [peak, current]
@@ -263,6 +269,7 @@ async def tq_flow(n: int, batch_size: int, *, traced: bool) -> Measure:
         mode="memory" if traced else "time",
         steps=n,
         seconds=phases.ends["fan in to the join"],
+        cpu_seconds=phases.cpu["fan in to the join"],
         idle_seconds=phases.ends["until idle"],
         phase_ends=phases.ends,
         phase_memory=phases.memory,
@@ -346,6 +353,7 @@ def run_dramatiq(n: int, threads: int, *, traced: bool) -> Measure:
         mode="memory" if traced else "time",
         steps=n,
         seconds=phases.ends["run the steps and the callback"],
+        cpu_seconds=phases.cpu["run the steps and the callback"],
         idle_seconds=phases.ends["until idle"],
         phase_ends=phases.ends,
         phase_memory=phases.memory,
@@ -425,32 +433,42 @@ def _mib(size: int) -> str:
     return f"{size / MiB:,.1f}"
 
 
+def _load() -> str:
+    try:
+        return " ".join(f"{load:.2f}" for load in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
 def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}"
 
 
 def render_comparison(tq: tuple[Measure, Measure], dq: tuple[Measure, Measure]) -> str:
-    """Per side: N, seconds, steps/s, tracemalloc peak, RSS high-water; then the ratios."""
+    """Per side: N, seconds, CPU seconds, steps/s, tracemalloc peak, RSS high-water; then the
+    ratios."""
     header = (
-        f"{'side':<9} {'N':>8} {'seconds':>8} {'steps/s':>8} "
+        f"{'side':<9} {'N':>8} {'seconds':>8} {'CPU s':>7} {'steps/s':>8} "
         f"{'peak MiB':>9} {'B/step':>7} {'RSS MiB':>8}"
     )
     lines = [header, "-" * len(header)]
     for timed, traced in (tq, dq):
         n = timed.steps
         lines.append(
-            f"{timed.side:<9} {n:>8} {timed.seconds:>8.2f} {_rate(n, timed.seconds):>8} "
-            f"{_mib(traced.peak):>9} {traced.peak // n:>7,} {_mib(timed.rss_delta):>8}"
+            f"{timed.side:<9} {n:>8} {timed.seconds:>8.2f} {timed.cpu_seconds:>7.2f} "
+            f"{_rate(n, timed.seconds):>8} {_mib(traced.peak):>9} {traced.peak // n:>7,} "
+            f"{_mib(timed.rss_delta):>8}"
         )
     time_ratio = tq[0].seconds / dq[0].seconds
+    cpu_ratio = tq[0].cpu_seconds / dq[0].cpu_seconds
     peak_ratio = tq[1].peak / dq[1].peak
     rss_ratio = tq[0].rss_delta / dq[0].rss_delta if dq[0].rss_delta else float("nan")
     faster = "tq-aws" if time_ratio < 1 else "Dramatiq"
     lines.append("")
     lines.append(
         f"tq-aws / Dramatiq: time {time_ratio:.2f}x ({faster} is "
-        f"{max(time_ratio, 1 / time_ratio):.2f}x faster), peak memory {peak_ratio:.2f}x "
-        f"(tracemalloc), {rss_ratio:.2f}x (RSS)"
+        f"{max(time_ratio, 1 / time_ratio):.2f}x faster), CPU time {cpu_ratio:.2f}x; "
+        f"peak memory {peak_ratio:.2f}x (tracemalloc), {rss_ratio:.2f}x (RSS)"
     )
     lines.append(
         f"still held after the join/callback (tracemalloc): tq-aws {_mib(tq[1].held_by_app)} MiB "
@@ -550,6 +568,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--threads", type=int, default=8, help="Dramatiq worker threads (default 8, its default)"
     )
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="time runs per side, alternating; the fastest is shown (default 1)",
+    )
+    parser.add_argument(
         "--jobs",
         type=int,
         default=min(2, os.cpu_count() or 1),
@@ -565,8 +589,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
-    if min(args.steps, args.batch_size, args.threads, args.jobs) < 1:
-        parser.error("--steps, --batch-size, --threads and --jobs must be at least 1")
+    if min(args.steps, args.batch_size, args.threads, args.jobs, args.repeats) < 1:
+        parser.error("--steps, --batch-size, --threads, --jobs and --repeats must be at least 1")
     return args
 
 
@@ -592,14 +616,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(
         f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s); each run in a fresh interpreter after a warm-up of "
-        f"{min(n, WARMUP_STEPS):,} steps",
+        f"{os.cpu_count()} CPU(s), load average {_load()}; each run in a fresh interpreter "
+        f"after a warm-up of {min(n, WARMUP_STEPS):,} steps; time: best of {args.repeats}",
         flush=True,
     )
     started = time.perf_counter()
     try:
-        tq_time = measure_in_child("tq-aws", "time", n, args)
-        dq_time = measure_in_child("Dramatiq", "time", n, args)
+        timed: dict[str, list[Measure]] = {"tq-aws": [], "Dramatiq": []}
+        for _ in range(args.repeats):  # alternating, so a busy spell hits both sides
+            for side, runs in timed.items():
+                runs.append(measure_in_child(side, "time", n, args))
+        tq_time, dq_time = (min(runs, key=lambda m: m.seconds) for runs in timed.values())
         sizes = sweep_sizes(n, args.quick)
         jobs = [("Dramatiq", n), *(("tq-aws", size) for size in reversed(sizes))]
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -626,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("(RSS from getrusage: the high-water a child inherits can hide part of its delta)")
     if n < DEFAULT_STEPS:
         print(f"(a small run: indicative only; the default is N={DEFAULT_STEPS:,})")
-    print(f"wall time {time.perf_counter() - started:.1f}s")
+    print(f"wall time {time.perf_counter() - started:.1f}s; load average now {_load()}")
     if args.profile:
         print()
         print(f"cProfile of one tq-aws flow, N={n:,}:")
