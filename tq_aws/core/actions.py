@@ -260,8 +260,8 @@ class Actions:
                 )
             meta = {"flow_id": flow_id, "step_index": index, "total_steps": total}
             marked.append(
-                step.model_copy(
-                    update={
+                step.copy_with(
+                    **{
                         "id": step.id or derived_id(flow_id, f"step:{index}"),
                         "metadata": {**step.metadata, FLOW_META: meta},
                     }

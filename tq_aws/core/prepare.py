@@ -17,6 +17,8 @@ from tq_aws.core.task import Task, TaskStatus
 from tq_aws.errors import TaskValidationError
 from tq_aws.ids import new_id
 
+MAX_PARTITION_KEY = 256
+
 
 def prepare_tasks(
     tasks: Sequence[Task],
@@ -80,7 +82,15 @@ def prepare_tasks(
             key = spec.key_for(task)
             if key is not None:
                 update["partition_key"] = key
-        out.append(task.model_copy(update=update))
+        final_key = update.get("partition_key", task.partition_key)
+        if isinstance(final_key, str) and not 1 <= len(final_key) <= MAX_PARTITION_KEY:
+            raise TaskValidationError(
+                f"tasks[{index}] ({task.queue_id}/{task.type}): partition_key has {len(final_key)} "
+                f"characters; give 1 to {MAX_PARTITION_KEY} (the Kinesis limit)",
+                index=index,
+                field="partition_key",
+            )
+        out.append(task.copy_with(**update))
     return out
 
 

@@ -50,8 +50,8 @@ def plan_retry(
     delay = backoff_seconds(base, made)
     at = now + timedelta(seconds=delay)
     stats = {**task.execution_stats, "retry_count": made + 1}
-    nxt = task.model_copy(
-        update={
+    nxt = task.copy_with(
+        **{
             "status": TaskStatus.SCHEDULED,
             "execute_at": at,
             "updated_at": now,

@@ -160,19 +160,21 @@ class Runner:
         ctx: dict[str, str],
         book: BatchBook,
     ) -> None:
+        token = log_context.bind(ctx)
         try:
-            with log_context.bound(ctx):
-                if spec.is_async:
-                    await spec.fn(task, actions)
-                elif spec.kind is ExecutorKind.PARALLEL or spec.handoff_timeout is not None:
-                    # in a thread, so the loop stays free (and can hand a long one off)
-                    await asyncio.to_thread(spec.fn, task, actions)
-                else:
-                    returned = spec.fn(task, actions)
-                    if inspect.isawaitable(returned):  # e.g. a partial of an async function
-                        await returned
+            if spec.is_async:
+                await spec.fn(task, actions)
+            elif spec.kind is ExecutorKind.PARALLEL or spec.handoff_timeout is not None:
+                # in a thread, so the loop stays free (and can hand a long one off)
+                await asyncio.to_thread(spec.fn, task, actions)
+            else:
+                returned = spec.fn(task, actions)
+                if inspect.isawaitable(returned):  # e.g. a partial of an async function
+                    await returned
         except Exception as exc:
             self._fail_pending(book, [task], exc)
+        finally:
+            log_context.unbind(token)
 
     async def _run_batch(self, spec: ExecutorSpec, group: list[Task], book: BatchBook) -> None:
         ctx = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -20,6 +20,8 @@ class TaskStatus(StrEnum):
     EXPIRED = "expired"
     CANCELLED = "cancelled"
 
+
+_ZERO = timedelta(0)
 
 TERMINAL_STATUSES = frozenset(
     {
@@ -110,7 +112,27 @@ class Task(BaseModel):
     )
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else to_utc(value)
+        if value is None:
+            return None
+        tz = value.tzinfo
+        # already UTC (ours, or pydantic's own UTC from a "...Z" string): keep it as it is
+        if tz is UTC or (tz is not None and tz.utcoffset(value) == _ZERO):
+            return value
+        return to_utc(value)
+
+    def copy_with(self, **changes: Any) -> Task:
+        """A shallow copy with ``changes`` applied, unvalidated (the framework's own fast
+        ``model_copy(update=...)`` for values it has already checked)."""
+        new = Task.__new__(Task)
+        values = self.__dict__.copy()
+        values.update(changes)
+        object.__setattr__(new, "__dict__", values)
+        object.__setattr__(
+            new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | changes.keys()
+        )
+        object.__setattr__(new, "__pydantic_extra__", None)
+        object.__setattr__(new, "__pydantic_private__", None)
+        return new
 
     @property
     def retry_count(self) -> int:

@@ -73,7 +73,7 @@ class Dispatcher:
         for task in tasks:
             is_future = task.execute_at is not None and task.execute_at > now
             if is_future or task.force_store:
-                task = task.model_copy(update={"stored": True})
+                task = task.copy_with(**{"stored": True})
                 to_store.append(task)
             (future if is_future else immediate).append(task)
         if to_store:
@@ -82,6 +82,8 @@ class Dispatcher:
         if immediate:
             try:
                 await self._transport.publish(immediate)
+            except PublishError:
+                raise  # it already names exactly the tasks that did not go out
             except Exception as exc:
                 raise PublishError(
                     f"{len(immediate)} task(s) could not be published: {exc}",
@@ -104,7 +106,7 @@ class Dispatcher:
         and publish it; if the record exists but never started, publish it again (a duplicate
         delivery is dropped by the claim), else do nothing."""
         now = self._clock.now()
-        record = task.model_copy(update={"stored": True})
+        record = task.copy_with(**{"stored": True})
         if not (await self._store.create([record]))[0]:
             existing = await self._store.get(task.id or "")
             if (

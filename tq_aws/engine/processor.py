@@ -190,7 +190,7 @@ class BatchProcessor:
             else:
                 if blobs.is_blob_ref(task.payload):  # a payload too large for the record
                     payload = await blobs.resolve(self._blobs, task.payload)
-                    task = task.model_copy(update={"payload": payload})
+                    task = task.copy_with(**{"payload": payload})
                 runnable.append(task)
         if repairs:  # outcomes recorded before a crash: re-write what may not have landed
             await self._dispatcher.project_rows([_terminal_row(t) for t in repairs], now)
@@ -223,8 +223,8 @@ class BatchProcessor:
                     "ignored_at": now.isoformat(),
                 }
                 ignored.append(
-                    task.model_copy(
-                        update={
+                    task.copy_with(
+                        **{
                             "status": TaskStatus.IGNORED,
                             "updated_at": now,
                             "execution_stats": stats,
@@ -242,8 +242,8 @@ class BatchProcessor:
                     decision.result_size,
                     self._result_limit,
                 )
-                done = task.model_copy(
-                    update={
+                done = task.copy_with(
+                    **{
                         "status": TaskStatus.EXECUTED,
                         "updated_at": now,
                         "execution_result": result,
@@ -266,7 +266,7 @@ class BatchProcessor:
                 stats.update(decision.meta)
                 # the framework's counter is not the executor's to change: it bounds retries
                 stats["retry_count"] = task.retry_count
-            failed = task.model_copy(update={"execution_stats": stats, "updated_at": now})
+            failed = task.copy_with(**{"execution_stats": stats, "updated_at": now})
             spec = o.spec
             plan = plan_retry(
                 failed,
@@ -275,8 +275,8 @@ class BatchProcessor:
                 now=now,
             )
             if plan is None:
-                final = failed.model_copy(
-                    update={
+                final = failed.copy_with(
+                    **{
                         "status": TaskStatus.FAILED,
                         "execution_stats": {**stats, "failed_at": now.isoformat()},
                     }
@@ -288,13 +288,11 @@ class BatchProcessor:
                 # A retry is stored when a durable copy exists already (it must move on) or the
                 # executor asked for failures to be kept; otherwise it travels by the scheduler.
                 if task.stored or (spec is not None and spec.store_on_failure):
-                    plan = RetryPlan(
-                        plan.task.model_copy(update={"stored": True}), plan.at, plan.delay
-                    )
+                    plan = RetryPlan(plan.task.copy_with(**{"stored": True}), plan.at, plan.delay)
                 retries.append(plan)
                 retried.append(failed)
         expired_done = [
-            t.model_copy(update={"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
+            t.copy_with(**{"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
         ]
         to_store.extend(expired_done)
 
@@ -324,7 +322,11 @@ class BatchProcessor:
             rows.extend(
                 (t, "processing", None, None) for t in pending_processing if t.id in retrying
             )
-        rows.extend(_terminal_row(t) for t in (*successes, *finals, *ignored, *expired_done))
+        rows.extend(
+            _terminal_row(t)
+            for t in (*successes, *finals, *ignored, *expired_done)
+            if t.entity is not None
+        )
         await self._dispatcher.project_rows(rows, now)
 
         self._stats.executed += len(successes)
@@ -355,8 +357,8 @@ class BatchProcessor:
         return self._async_tasks.handoff_task(task, job, complete, task_timeout=spec.max_duration)
 
     def _handed_off_copy(self, task: Task, now: datetime) -> Task:
-        return task.model_copy(
-            update={
+        return task.copy_with(
+            **{
                 "stored": True,
                 "status": TaskStatus.PROCESSING,
                 "processing_started_at": now,
@@ -390,7 +392,7 @@ class BatchProcessor:
             )
         decision = book.decisions.get(tid) or Decision(kind="fail", error=NO_DECISION)
         outcome = TaskOutcome(
-            task=task.model_copy(update={"stored": True}),
+            task=task.copy_with(**{"stored": True}),
             spec=spec,
             decision=decision,
             children=book.children.get(tid, []),

@@ -129,7 +129,6 @@ def build(
         compress_over=compress_over,
         max_record_bytes=max_record_bytes,
     )
-    sqs_delay = next(iter(transport.sqs.values()), None) if transport.sqs else None
     role = scheduler_role_arn or _default_role(settings)
     simulate = settings.is_local if fire_schedules is None else fire_schedules
     scheduler = EventBridgeScheduler(
@@ -138,7 +137,7 @@ def build(
         group=scheduler_group,
         role_arn=role,
         clock=clock,
-        sqs_delay=sqs_delay,
+        sqs_delay=transport if transport.sqs else None,  # sends each task to its own queue
         simulate_firing=simulate,
     )
     table = dynamodb_table_name(table)

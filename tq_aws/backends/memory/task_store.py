@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
 from tq_aws.ports import Claim, ClaimState
 
@@ -18,6 +19,12 @@ def may_replace(stored: Task | None, new: Task) -> bool:
     if stored.status in TERMINAL_STATUSES:
         return False
     return stored.retry_count <= new.retry_count
+
+
+def _clone(task: Task) -> Task:
+    # Through the wire format: a deep copy (nothing shared with the caller) that is much
+    # cheaper than copy.deepcopy, and the same round trip a real store makes.
+    return decode_task(encode_task(task))
 
 
 class MemoryTaskStore:
@@ -35,7 +42,7 @@ class MemoryTaskStore:
             if not may_replace(self._tasks.get(task.id), task):
                 out.append(False)
                 continue
-            self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
+            self._tasks[task.id] = _clone(task.copy_with(stored=True))
             self.writes += 1
             out.append(True)
         return out
@@ -48,14 +55,14 @@ class MemoryTaskStore:
             if task.id in self._tasks:
                 out.append(False)
                 continue
-            self._tasks[task.id] = task.model_copy(update={"stored": True}, deep=True)
+            self._tasks[task.id] = _clone(task.copy_with(stored=True))
             self.writes += 1
             out.append(True)
         return out
 
     async def get(self, task_id: str) -> Task | None:
         task = self._tasks.get(task_id)
-        return None if task is None else task.model_copy(deep=True)
+        return None if task is None else _clone(task)
 
     async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
         out: dict[str, Claim] = {}
@@ -65,35 +72,31 @@ class MemoryTaskStore:
             if stored is None:
                 out[tid] = Claim(ClaimState.ABSENT)
             elif stored.status is TaskStatus.CANCELLED:
-                out[tid] = Claim(ClaimState.CANCELLED, stored.model_copy(deep=True))
+                out[tid] = Claim(ClaimState.CANCELLED, _clone(stored))
             elif stored.status in TERMINAL_STATUSES:
-                out[tid] = Claim(ClaimState.DONE, stored.model_copy(deep=True))
+                out[tid] = Claim(ClaimState.DONE, _clone(stored))
             elif stored.retry_count > task.retry_count:
-                out[tid] = Claim(ClaimState.STALE, stored.model_copy(deep=True))
+                out[tid] = Claim(ClaimState.STALE, _clone(stored))
             else:
-                self._tasks[tid] = stored.model_copy(
-                    update={
-                        "status": TaskStatus.PROCESSING,
-                        "processing_started_at": now,
-                        "updated_at": now,
-                        "execution_stats": {
-                            **stored.execution_stats,
-                            "retry_count": task.retry_count,
-                        },
-                    }
+                # stored objects are never handed out, so replacing fields on a copy is enough
+                self._tasks[tid] = stored.copy_with(
+                    status=TaskStatus.PROCESSING,
+                    processing_started_at=now,
+                    updated_at=now,
+                    execution_stats={**stored.execution_stats, "retry_count": task.retry_count},
                 )
                 self.writes += 1
-                out[tid] = Claim(ClaimState.RUN, self._tasks[tid].model_copy(deep=True))
+                out[tid] = Claim(ClaimState.RUN)
         return out
 
     async def cancel(self, task_id: str, now: datetime) -> Task | None:
         stored = self._tasks.get(task_id)
         if stored is None or stored.status is not TaskStatus.SCHEDULED:
             return None
-        cancelled = stored.model_copy(update={"status": TaskStatus.CANCELLED, "updated_at": now})
+        cancelled = stored.copy_with(status=TaskStatus.CANCELLED, updated_at=now)
         self._tasks[task_id] = cancelled
         self.writes += 1
-        return cancelled.model_copy(deep=True)
+        return _clone(cancelled)
 
     def __len__(self) -> int:
         return len(self._tasks)
