@@ -123,7 +123,7 @@ class Task(BaseModel):
     def copy_with(self, **changes: Any) -> Task:
         """A shallow copy with ``changes`` applied, unvalidated (the framework's own fast
         ``model_copy(update=...)`` for values it has already checked)."""
-        new = Task.__new__(Task)
+        new = object.__new__(Task)
         values = self.__dict__.copy()
         values.update(changes)
         object.__setattr__(new, "__dict__", values)

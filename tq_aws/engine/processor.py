@@ -211,6 +211,7 @@ class BatchProcessor:
         children: list[Task] = list(outcome.batch_children)
         starts: list[FlowStart] = list(outcome.batch_flows)
         handoffs: list[Task] = []
+        plain_successes = 0
         for o in outcome.outcomes:
             task = o.task
             if o.handed_off:
@@ -235,6 +236,11 @@ class BatchProcessor:
             decision = o.decision
             assert decision is not None
             if decision.kind == "success":
+                children.extend(o.children)
+                starts.extend(o.flows)
+                if not (task.stored or task.entity or task.metadata or self._events):
+                    plain_successes += 1  # nothing to record: no copy needed (the hot path)
+                    continue
                 result = await blobs.offload(
                     self._blobs,
                     f"results/{task.id}",
@@ -253,8 +259,6 @@ class BatchProcessor:
                 inline[task.id or ""] = decision.result
                 if task.stored:
                     to_store.append(done)
-                children.extend(o.children)
-                starts.extend(o.flows)
                 continue
             stats = dict(task.execution_stats)
             if decision.error is not None:
@@ -329,7 +333,7 @@ class BatchProcessor:
         )
         await self._dispatcher.project_rows(rows, now)
 
-        self._stats.executed += len(successes)
+        self._stats.executed += len(successes) + plain_successes
         self._stats.failed += len(finals)
         self._stats.retried += len(retries)
         self._stats.ignored += len(ignored)
@@ -340,7 +344,7 @@ class BatchProcessor:
 
         # 4. flow barriers and joins.
         await self._report_flows([*successes, *finals, *ignored, *expired_done])
-        return len(successes), len(finals) + len(retries)
+        return len(successes) + plain_successes, len(finals) + len(retries)
 
     # -- handed-off tasks ----------------------------------------------------------------------
 
