@@ -493,6 +493,15 @@ class TaskQueue:
             await source.ack(deliveries)
             batches += 1
 
+    def lambda_handler(self, **options: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """The AWS Lambda entry point: ``handler(event, context)`` runs the event of a Kinesis
+        or SQS event source mapping and returns ``{"batchItemFailures": [...]}``. Options
+        (``sub_batch_size``, ``safety_margin``, ``logger``, ``metrics``, ``tracer``...): see
+        ``tq_aws.runtimes.lambda_handler.LambdaHandler``."""
+        from tq_aws.runtimes.lambda_handler import LambdaHandler
+
+        return LambdaHandler(self, **options)
+
     async def run_worker(self, stop: asyncio.Event, *, idle_sleep: float = 0.05) -> None:
         """Run until ``stop`` is set: batches as they come, schedules as they fall due."""
         while not stop.is_set():
