@@ -32,6 +32,36 @@ async def _run_local_worker(app: TaskQueue) -> None:
     await app.run_worker(stop)
 
 
+async def _run_ecs_worker(app: TaskQueue, args: argparse.Namespace) -> None:
+    """Consume the app's stream and queues until SIGTERM/SIGINT, then drain and return."""
+    from tq_aws.errors import ConfigurationError
+    from tq_aws.runtimes.ecs_worker import EcsWorker
+
+    try:
+        worker = EcsWorker(
+            app,
+            worker_id=args.worker_id,
+            lease_seconds=args.lease_seconds,
+            renew_every=args.renew_every,
+            poll_interval=args.poll_interval,
+            sqs_wait_seconds=args.sqs_wait_seconds,
+            sqs_visibility_timeout=args.sqs_visibility_timeout,
+            heartbeat_every=args.heartbeat_every,
+            grace_seconds=args.grace_seconds,
+            shard_refresh_seconds=args.shard_refresh_seconds,
+            initial_position=args.initial_position,
+        )
+    except ConfigurationError as exc:
+        raise SystemExit(f"tq-aws worker --app {args.app}: {exc} (or use --local)") from None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, worker.request_stop)
+    try:
+        await worker.run()
+    finally:
+        await app.aclose()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tq-aws", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -42,6 +72,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument(
         "--local", action="store_true", help="run in-process on the app's memory backends"
     )
+    ecs = worker.add_argument_group("AWS worker (without --local)")
+    ecs.add_argument("--worker-id", help="lease owner name (default: <host>-<pid>-<ms>)")
+    ecs.add_argument("--lease-seconds", type=float, default=10.0, help="lease length (10)")
+    ecs.add_argument("--renew-every", type=float, default=3.0, help="lease round period (3)")
+    ecs.add_argument(
+        "--poll-interval", type=float, default=1.0, help="wait when a shard is caught up (1)"
+    )
+    ecs.add_argument("--sqs-wait-seconds", type=int, default=20, help="SQS long poll (20)")
+    ecs.add_argument(
+        "--sqs-visibility-timeout", type=int, default=60, help="SQS visibility, extended (60)"
+    )
+    ecs.add_argument("--heartbeat-every", type=float, help="visibility extension period")
+    ecs.add_argument(
+        "--grace-seconds", type=float, default=30.0, help="drain time after SIGTERM (30)"
+    )
+    ecs.add_argument(
+        "--shard-refresh-seconds", type=float, default=30.0, help="shard listing period (30)"
+    )
+    ecs.add_argument(
+        "--initial-position",
+        choices=["TRIM_HORIZON", "LATEST"],
+        default="TRIM_HORIZON",
+        help="where shards without a checkpoint are read from",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "demo":
@@ -49,7 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(fast=args.fast)
     app = load_app(args.app)
-    asyncio.run(_run_local_worker(app))
+    if args.local:
+        asyncio.run(_run_local_worker(app))
+    else:
+        asyncio.run(_run_ecs_worker(app, args))
     return 0
 
 
