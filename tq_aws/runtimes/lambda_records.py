@@ -14,6 +14,7 @@ for Kinesis, the message id for SQS. The item identifier Lambda expects back in
 from __future__ import annotations
 
 import binascii
+import functools
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
@@ -89,26 +90,45 @@ def event_source(records: Sequence[Mapping[str, Any]]) -> EventSource | None:
             "'aws:sqs' records: map it to a Kinesis stream or an SQS queue",
             field="Records[0].eventSource",
         ) from None
-    required = _KINESIS_FIELDS if source is EventSource.KINESIS else _SQS_FIELDS
+    shape_ok = _kinesis_shape_ok if source is EventSource.KINESIS else _sqs_shape_ok
     for i, record in enumerate(records):
-        if record.get("eventSource") != first:
-            raise LambdaEventError(
-                f"Records[{i}].eventSource is {record.get('eventSource')!r} but Records[0] is "
-                f"{first!r}: one event holds the records of one event source mapping",
-                field=f"Records[{i}].eventSource",
-            )
-        for path in required:
-            value: Any = record
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
-            if not isinstance(value, str):
-                name = ".".join(path)
-                raise LambdaEventError(
-                    f"Records[{i}].{name} is missing or not a string; pass the event as Lambda "
-                    "sent it",
-                    field=f"Records[{i}].{name}",
-                )
+        if record.get("eventSource") != first or not shape_ok(record):
+            _explain(record, i, first, source)
     return source
+
+
+def _kinesis_shape_ok(record: Mapping[str, Any]) -> bool:
+    kinesis = record.get("kinesis")
+    return (
+        type(kinesis) is dict
+        and type(kinesis.get("data")) is str
+        and type(kinesis.get("sequenceNumber")) is str
+        and type(kinesis.get("partitionKey")) is str
+    )
+
+
+def _sqs_shape_ok(record: Mapping[str, Any]) -> bool:
+    return type(record.get("messageId")) is str and type(record.get("body")) is str
+
+
+def _explain(record: Mapping[str, Any], i: int, first: Any, source: EventSource) -> None:
+    """Raise the error that names what is wrong with ``record`` (the slow path)."""
+    if record.get("eventSource") != first:
+        raise LambdaEventError(
+            f"Records[{i}].eventSource is {record.get('eventSource')!r} but Records[0] is "
+            f"{first!r}: one event holds the records of one event source mapping",
+            field=f"Records[{i}].eventSource",
+        )
+    for path in _KINESIS_FIELDS if source is EventSource.KINESIS else _SQS_FIELDS:
+        value: Any = record
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, str):
+            name = ".".join(path)
+            raise LambdaEventError(
+                f"Records[{i}].{name} is missing or not a string; pass the event as Lambda sent it",
+                field=f"Records[{i}].{name}",
+            )
 
 
 _KINESIS_FIELDS = (
@@ -147,27 +167,30 @@ def to_delivery(source: EventSource, record: Mapping[str, Any]) -> Delivery:
 
 def _kinesis_delivery(record: Mapping[str, Any]) -> Delivery:
     kinesis = record["kinesis"]
-    sequence = str(kinesis["sequenceNumber"])
-    stream = _stream_name(str(record.get("eventSourceARN") or ""))
-    shard = str(record.get("eventID") or "").split(":", 1)[0] or "shard"
-    text = str(kinesis["data"])
+    sequence: str = kinesis["sequenceNumber"]
+    stream = _stream_name(record.get("eventSourceARN") or "")
+    shard = (record.get("eventID") or "").partition(":")[0] or "shard"
+    text: str = kinesis["data"]
+    error: CodecError | None = None
+    try:
+        # Lambda always sends valid base64; without validation (a regex per record) stray
+        # characters are skipped, and whatever is left still has to pass the codec.
+        data = binascii.a2b_base64(text)
+    except (binascii.Error, ValueError) as exc:
+        data = text.encode("utf-8", "replace")
+        error = CodecError(f"kinesis.data is not base64: {exc}", reason="malformed")
     delivery = Delivery(
         queue_id=stream,
-        data=text.encode("utf-8", "replace"),
+        data=data,
         position=f"{stream}/{shard}/{sequence}",
-        partition_key=str(kinesis["partitionKey"]),
+        partition_key=kinesis["partitionKey"],
         token=sequence,
     )
-    try:
-        # Lambda always sends valid base64; without ``validate`` (a regex per record) stray
-        # characters are skipped, and whatever is left still has to pass the codec.
-        delivery.data = binascii.a2b_base64(text)
-    except (binascii.Error, ValueError) as exc:
-        delivery.error = CodecError("kinesis.data is not base64", reason="malformed")
-        delivery.error.__cause__ = exc
+    if error is not None:
+        delivery.error = error
         return delivery
     try:
-        delivery.task = decode_task(delivery.data)
+        delivery.task = decode_task(data)
     except CodecError as exc:
         delivery.error = exc
     return delivery
@@ -194,6 +217,7 @@ def _sqs_delivery(record: Mapping[str, Any]) -> Delivery:
     return delivery
 
 
+@functools.lru_cache(maxsize=64)
 def _stream_name(arn: str) -> str:
     """``arn:aws:kinesis:<region>:<account>:stream/<name>`` -> ``<name>``."""
     _, _, name = arn.rpartition(":stream/")
