@@ -105,6 +105,8 @@ class Measure:
     idle_seconds: float = 0.0
     phase_ends: dict[str, float] = field(default_factory=dict)
     """Seconds from the start of the run to the end of each phase, in order."""
+    phase_cpu: dict[str, float] = field(default_factory=dict)
+    """Process CPU seconds from the start of the run to the end of each phase."""
     phase_memory: dict[str, list[int]] = field(default_factory=dict)
     """Traced runs: the peak within each phase and the memory live at its end, in bytes."""
     rss_delta: int = 0
@@ -272,6 +274,7 @@ async def tq_flow(n: int, batch_size: int, *, traced: bool) -> Measure:
         cpu_seconds=phases.cpu["fan in to the join"],
         idle_seconds=phases.ends["until idle"],
         phase_ends=phases.ends,
+        phase_cpu=phases.cpu,
         phase_memory=phases.memory,
         peak=phases.peak(),
         results_held_open=int(seen.get("held_open", -1)),
@@ -356,6 +359,7 @@ def run_dramatiq(n: int, threads: int, *, traced: bool) -> Measure:
         cpu_seconds=phases.cpu["run the steps and the callback"],
         idle_seconds=phases.ends["until idle"],
         phase_ends=phases.ends,
+        phase_cpu=phases.cpu,
         phase_memory=phases.memory,
         peak=phases.peak(),
     )
@@ -479,23 +483,25 @@ def render_comparison(tq: tuple[Measure, Measure], dq: tuple[Measure, Measure]) 
 
 
 def render_phases(sides: Sequence[tuple[Measure, Measure]]) -> str:
-    """Per side and phase: seconds (untraced run), the traced run's peak within the phase and
-    the memory live at its end, both also per step."""
+    """Per side and phase: seconds and CPU seconds (untraced run), the traced run's peak within
+    the phase and the memory live at its end, both also per step."""
     header = (
-        f"{'phase':<34} {'seconds':>8} {'peak MiB':>9} {'B/step':>7} {'live MiB':>9} {'B/step':>7}"
+        f"{'phase':<32} {'seconds':>8} {'CPU s':>6} {'peak MiB':>9} {'B/step':>7} "
+        f"{'live MiB':>9} {'B/step':>7}"
     )
     lines = [header, "-" * len(header)]
     for timed, traced in sides:
         n = timed.steps
         lines.append(f"{timed.side} (N={n:,})")
-        previous = 0.0
+        previous = previous_cpu = 0.0
         for name, end in timed.phase_ends.items():
+            cpu = timed.phase_cpu.get(name, previous_cpu)
             peak, live = traced.phase_memory.get(name, [0, 0])
             lines.append(
-                f"  {name:<32} {end - previous:>8.2f} {_mib(peak):>9} {peak // n:>7,} "
-                f"{_mib(live):>9} {live // n:>7,}"
+                f"  {name:<30} {end - previous:>8.2f} {cpu - previous_cpu:>6.2f} "
+                f"{_mib(peak):>9} {peak // n:>7,} {_mib(live):>9} {live // n:>7,}"
             )
-            previous = end
+            previous, previous_cpu = end, cpu
     return "\n".join(lines)
 
 
@@ -643,8 +649,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render_comparison((tq_time, tq_memory), (dq_time, dq_memory)))
     print()
-    print("by phase (seconds from the untraced run; memory from the traced run, the peak within")
-    print("the phase and what is live at its end):")
+    print("by phase (seconds and CPU seconds from the untraced run; memory from the traced run:")
+    print("the peak within the phase and what is live at its end):")
     print(render_phases(((tq_time, tq_memory), (dq_time, dq_memory))))
     print()
     print("tq-aws memory per step (tracemalloc peak of the run; marginal: between two sizes):")
