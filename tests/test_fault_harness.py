@@ -4,6 +4,7 @@ a plain workload under its faults loses no task."""
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -357,7 +358,7 @@ async def test_a_crash_while_adding_children_leaves_no_row_behind(clock: ManualC
     publish = app.transport.publish
     crashed: list[int] = []
 
-    async def crash_before_the_child_is_published(tasks: list[Task]) -> None:
+    async def crash_before_the_child_is_published(tasks: Sequence[Task]) -> None:
         if not crashed and any(t.type == "child" for t in tasks):
             crashed.append(1)
             raise InjectedCrash("crash before the child is published")
