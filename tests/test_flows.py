@@ -883,17 +883,25 @@ async def test_a_final_failure_still_starts_its_flow(app: TaskQueue) -> None:
 # -- exactly one join ----------------------------------------------------------------------
 
 
-async def test_the_join_id_derives_from_the_flow_id(app: TaskQueue) -> None:
-    register_steps(app)
-    joins = register_join(app)
-    starter = register_starter(app, lambda: steps({"i": 0}))
-    await app.add_tasks([Task(type="start", queue_id="q")])
-    await app.run_until_idle()
-    flow_id = await only_flow(app, starter)
-    assert joins.ids() == {join_task_id(flow_id)}
-    assert join_task_id(flow_id) == join_task_id(flow_id) != join_task_id(flow_id + "x")
-    status = await app.flow_status(flow_id)
-    assert status is not None and status.join_task_id == join_task_id(flow_id)
+async def test_flow_and_join_ids_are_deterministic() -> None:
+    """The same starter task gives the same flow id and the same join id, wherever it runs."""
+    seen = []
+    for _ in range(2):
+        app = TaskQueue(clock=ManualClock(), worker_id="w-1")
+        register_steps(app)
+        joins = register_join(app)
+        starter = register_starter(app, lambda: steps({"i": 0}))
+        await app.add_tasks(
+            [Task(id="0190a000-0000-7000-8000-000000000001", type="start", queue_id="q")]
+        )
+        await app.run_until_idle()
+        flow_id = await only_flow(app, starter)
+        status = await app.flow_status(flow_id)
+        assert status is not None
+        assert joins.ids() == {status.join_task_id}
+        seen.append((flow_id, status.join_task_id))
+    assert seen[0] == seen[1]
+    assert seen[0][0] != seen[0][1]
 
 
 @pytest.mark.parametrize(
