@@ -141,11 +141,11 @@ def deep_size(root: object) -> int:
     return total
 
 
-def _proc_status_kib(field: str) -> int | None:
+def _proc_status_kib(key: str) -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith(field + ":"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1])
     except OSError:
         return None
