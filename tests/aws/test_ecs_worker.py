@@ -330,6 +330,23 @@ async def test_after_a_split_children_are_read_once_the_parent_is_finished(env: 
         assert first_runs == mine
 
 
+async def test_latest_reads_only_what_is_written_after_the_leases_are_created(env: Env) -> None:
+    env.make_stream(2)
+    app = env.app()
+    await env.publish(app, ["old-0", "old-1", "old-2"])
+    # AT_TIMESTAMP travels in whole seconds: leases created in the second of the old records
+    # would read them too (at-least-once), so start in the next second
+    published = int(time.time())
+    await until(lambda: int(time.time()) > published, "the next second")
+    running = Running(EcsWorker(app, initial_position="LATEST", **FAST))
+    await until(lambda: len(running.worker.held_shards) == 2, "both shards to be held")
+    await env.publish(app, ["new-0", "new-1", "new-2"])
+    await until(lambda: len(env.executed()) >= 3, "the new tasks to run")
+    await running.stop()
+    assert sorted(env.executed()) == ["new-0", "new-1", "new-2"]
+    assert all(lease.start_at is not None for lease in (await env.leases()).values())
+
+
 async def test_two_workers_balance_two_and_two_and_a_handover_runs_nothing_twice(
     serial_env: Env,
 ) -> None:

@@ -163,8 +163,10 @@ class EcsWorker:
         shard_refresh_seconds: how often the shards are listed again (a reshard is noticed
             within this; a shard read to its end triggers a listing at once).
         initial_position: where a shard with no checkpoint is read from: ``TRIM_HORIZON``
-            (everything kept) or ``LATEST`` (records written after its lease was created).
-            Shards born from a reshard are always read from their start.
+            (everything kept) or ``LATEST`` (records written from the second its lease was
+            created on: ``AT_TIMESTAMP`` travels in whole seconds, so records of that second
+            written just before are read too). Shards born from a reshard are always read
+            from their start.
         stream, queue_urls, clients: override what ``app.resources`` gives.
         lease_store: override the lease store (default: ``DynamoLeaseStore`` on the app's
             table).
@@ -240,6 +242,7 @@ class EcsWorker:
         if clients is None and resources is None:
             raise ConfigurationError("give clients= (AwsClients) when the app has no resources")
         self.clients: AwsClients = clients if clients is not None else resources.clients
+        self._emulated = self.clients.settings.is_local
         if self.stream and lease_store is None:
             if resources is None:
                 raise ConfigurationError("give lease_store= when the app has no resources")
@@ -652,8 +655,9 @@ class EcsWorker:
                 behind = int(page.get("MillisBehindLatest") or 0)
                 info = self._shard_info.get(run.shard_id)
                 # A closed shard is over when Kinesis gives no next iterator; moto keeps giving
-                # one, so a closed shard that is caught up counts as ended too.
-                if following is None or (info is not None and info.closed and behind == 0):
+                # one, so on an emulator a closed shard that is caught up counts as ended too.
+                caught_up_closed = info is not None and info.closed and behind == 0
+                if following is None or (self._emulated and caught_up_closed):
                     await self._finish(run)
                     return
                 iterator = following
@@ -663,11 +667,11 @@ class EcsWorker:
                 raise
             except Exception as exc:
                 failures += 1
-                self.stats.failed_batches += 1
                 delay = _backoff(failures)
                 if isinstance(exc, ClientError) and _code(exc) in THROTTLED:
                     logger.info("shard %s throttled; pausing %.1f s", run.shard_id, delay)
                 else:
+                    self.stats.failed_batches += 1
                     logger.warning(
                         "shard %s: %s; reading again from the checkpoint in %.1f s",
                         run.shard_id,
@@ -842,7 +846,6 @@ class EcsWorker:
             self.stats.sqs_handed_back += len(batch)
 
     async def _heartbeat(self, url: str, in_hand: dict[str, Delivery]) -> None:
-        sqs = await self.clients.get("sqs")
         while True:
             await asyncio.sleep(self.heartbeat_every)
             held = list(in_hand.values())
@@ -857,6 +860,7 @@ class EcsWorker:
                     for i, d in enumerate(chunk)
                 ]
                 try:
+                    sqs = await self.clients.get("sqs")
                     response = await sqs.change_message_visibility_batch(
                         QueueUrl=url, Entries=entries
                     )
