@@ -917,13 +917,22 @@ def print_tasks(rows: Sequence[Row]) -> None:
         " delete); DDB req = DynamoDB requests;\n  DDB wr = items written; WRU/RRU = request"
         " units; sched = EventBridge Scheduler invocations; $ = all of them per million tasks"
     )
+    refused = sum(r.meter.failed_conditions for r in rows)
+    empty = sum(r.meter.sqs_empty_receives for r in rows)
+    plain = next(r for r in rows if r.scenario == "plain task (Kinesis)")
+    provisioned = plain.per(plain.meter.kinesis_put_units) * PRICES.kinesis_put_unit * 1e6
+    print(
+        f"  conditional writes refused: {refused}; empty ReceiveMessage calls (counted in SQS):"
+        f" {empty}; a plain task on a provisioned stream instead: {_money(provisioned)} per"
+        " million (PUT payload units, without shard hours)"
+    )
 
 
 def print_flows(flows: Sequence[FlowCost]) -> None:
     header = (
         f"{'steps':>9} {'how':<26} {'batch':>5} {'tx':>7} {'wr/step':>8} {'WRU/step':>9}"
         f" {'RRU/step':>9} {'flow wr':>8} {'flow WRU':>9} {'join wr':>8} {'join WRU':>9}"
-        f" {'$/1M steps':>11} {'s':>6}"
+        f" {'S3 put':>6} {'$/1M steps':>11} {'s':>6}"
     )
     print(header)
     print("-" * len(header))
@@ -933,7 +942,7 @@ def print_flows(flows: Sequence[FlowCost]) -> None:
             f"{f.steps:>9,} {f.how:<26} {f.batch:>5} {f.transactions:>7,}"
             f" {f.step_writes / f.steps:>8.3f} {f.step_wru / f.steps:>9.3f}"
             f" {f.rru / f.steps:>9.3f} {f.flow_writes:>8} {f.flow_wru:>9.0f}"
-            f" {f.join_writes:>8} {f.join_wru:>9.0f}"
+            f" {f.join_writes:>8} {f.join_wru:>9.0f} {f.s3_puts:>6}"
             f" {_money(dollars / f.steps * 1e6):>11} {f.seconds:>6.1f}"
         )
     for f in flows:
@@ -944,7 +953,9 @@ def print_flows(flows: Sequence[FlowCost]) -> None:
         " update); WRU/step = their units (x2 in transactions);\n  RRU/step = every read of the"
         " flow (barrier after each batch, the results at the close) per step; flow wr/WRU = the"
         " barrier's init and close;\n  join wr/WRU = the join task's record (create, claim,"
-        " final put); $/1M steps = DynamoDB for the steps and the reads"
+        " final put); S3 put = objects written (the join's results once over the item limit);"
+        "\n  $/1M steps = DynamoDB for the steps and the reads (each step is also a task record:"
+        " see the plain task)"
     )
 
 

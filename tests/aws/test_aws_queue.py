@@ -436,3 +436,68 @@ async def test_aclose_stops_what_add_tasks_sync_started(moto_server: str) -> Non
         for thread in left:
             thread.join(timeout=5)
     assert left == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: the SQS transport assumes every queue takes 1 MiB messages and TaskQueue.aws "
+    "cannot lower it (max_record_bytes is Kinesis only), so on a queue whose MaximumMessageSize "
+    "is 256 KiB (older queues' default) a 300 KB task fails instead of using the claim check",
+)
+async def test_a_queue_with_smaller_messages_gets_large_payloads_by_claim_check(
+    moto_server: str,
+) -> None:
+    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
+    url = sqs.create_queue(QueueName=_name("small"), Attributes={"MaximumMessageSize": "262144"})[
+        "QueueUrl"
+    ]
+    app = TaskQueue.aws(
+        queue_url=url,
+        table="tq",
+        bucket=_name("tq-bucket"),
+        region=REGION,
+        endpoint_url=moto_server,
+        clock=ManualClock(),
+        max_record_bytes=200_000,
+    )
+    await app.ensure_resources()
+    got: list[int] = []
+
+    @app.executor("q", "big")
+    async def big(task: Task, actions: Actions) -> None:
+        got.append(len(task.payload))
+        actions.success(task)
+
+    try:
+        await app.add_tasks([Task(type="big", queue_id="q", payload="x" * 300_000)])
+        await app.run_until_idle()
+    finally:
+        await app.aclose()
+    assert got == [300_000]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: EventBridgeScheduler._stream_arn/_queue_arn cache the ARN only after the call, "
+    "so the concurrent jobs of one schedule() (16 at a time) each call DescribeStreamSummary, a "
+    "control-plane call AWS limits to 20 per second per account",
+)
+async def test_scheduling_many_tasks_asks_for_the_stream_arn_once(moto_server: str) -> None:
+    clock = ManualClock()
+    app = TaskQueue.aws(
+        stream=_name("tq-stream"), table="tq", region=REGION, endpoint_url=moto_server, clock=clock
+    )
+    await app.ensure_resources()
+    kinesis = await app.resources.clients.get("kinesis")
+    describes: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        describes.append(model.name)
+
+    kinesis.meta.events.register("after-call.kinesis.DescribeStreamSummary", count)
+    later = clock.now() + timedelta(hours=1)
+    try:
+        await app.add_tasks([Task(type="t", queue_id="q", execute_at=later) for _ in range(20)])
+    finally:
+        await app.aclose()
+    assert len(describes) == 1

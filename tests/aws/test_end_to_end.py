@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from tq_aws import Actions, Entity, Join, Task, TaskQueue, TaskStatus
+from tq_aws.core.codec import encode_task
 from tq_aws.engine import blobs
 from tq_aws.ports import Delivery
 from tq_aws.testing import ManualClock
@@ -316,6 +317,35 @@ async def test_cancel_a_future_task(make_app: MakeApp) -> None:
     done = await app.get_task(keep)
     assert done is not None and done.status is TaskStatus.EXECUTED
     assert await app.cancel(keep) is False
+
+
+async def test_a_record_delivered_early_is_held_back_until_due(make_app: MakeApp) -> None:
+    clock = ManualClock()
+    app = await make_app(clock)
+    ran: list[datetime] = []
+
+    @app.executor("q", "later")
+    async def later(task: Task, actions: Actions) -> None:
+        ran.append(clock.now())
+        actions.success(task)
+
+    due = clock.now() + timedelta(minutes=30)
+    [tid] = await app.add_tasks([Task(type="later", queue_id="q", execute_at=due)])
+    stored = await app.get_task(tid)
+    assert stored is not None
+    await put_raw(app, "q", encode_task(stored))  # a copy on its way half an hour early
+    await app.run_until_idle()
+    assert ran == []
+    again = await app.get_task(tid)
+    assert again is not None and again.status is TaskStatus.SCHEDULED
+    assert app.next_due() == due
+    clock.advance(minutes=29, seconds=59)
+    await app.run_until_idle()
+    assert ran == []
+    clock.advance(seconds=1)
+    await app.run_until_idle()
+    assert ran == [due]
+    assert app.stats.held_back == 1
 
 
 async def test_entity_projection_moves_scheduled_processing_terminal(make_app: MakeApp) -> None:
