@@ -84,11 +84,6 @@ async def test_duplicates_of_stored_tasks_are_dropped_by_the_claim(clock: Manual
         assert record is not None and record.status is TaskStatus.EXECUTED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: copies FaultInjector adds to a batch are not counted in flight by the memory "
-    "transport, yet acknowledged with the batch (testing.py faulty_receive)",
-)
 async def test_nothing_is_left_in_flight_after_a_run_with_duplicates(clock: ManualClock) -> None:
     app, _ = counting_app(clock, batch_size=10)
     FaultInjector(duplicate_rate=0.3, seed=5).install(app)
@@ -334,11 +329,6 @@ async def test_a_workload_under_faults_loses_no_task(
     assert faults.crashes >= (1 if crash_rate >= 0.1 else 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: children get fresh ids on every run of their parent (core/actions.py "
-    "add_tasks), so a child whose scheduled row was written before a crash is never seen again",
-)
 async def test_a_crash_while_adding_children_leaves_no_row_behind(clock: ManualClock) -> None:
     app = TaskQueue(clock=clock, worker_id="w-1")
     family = Entity(id="f-1", type="family")

@@ -782,11 +782,6 @@ async def test_a_batch_executor_flow_with_a_parent_starts_once_after_a_crash(
     assert app.stats.flows_started == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a batch executor's flow without parent= gets a new random id on each run "
-    "(core/actions.py start_flow), so a redelivered batch starts the flow again",
-)
 async def test_a_batch_executor_flow_without_a_parent_starts_once_after_a_crash(
     app: TaskQueue,
 ) -> None:
@@ -947,11 +942,6 @@ async def test_a_crash_after_the_close_is_mended_by_the_redelivered_step(
     assert f"flow {flow_id} closed without its join" in caplog.text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a crash once the join exists, the redelivery only re-publishes the "
-    "join (engine/flows.py _mend): the deadline stays armed",
-)
 async def test_a_crash_after_the_join_is_created_still_disarms_the_deadline(
     app: TaskQueue,
 ) -> None:
@@ -965,11 +955,6 @@ async def test_a_crash_after_the_join_is_created_still_disarms_the_deadline(
     assert app.scheduler.pending_names() == []  # type: ignore[attr-defined]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a crash once the join exists, the redelivery only re-publishes the "
-    "join (engine/flows.py _mend): the aborted flow's row never gets flow_aborted",
-)
 async def test_a_crash_after_the_join_is_created_still_marks_the_flow_row_aborted(
     app: TaskQueue,
 ) -> None:
@@ -986,11 +971,6 @@ async def test_a_crash_after_the_join_is_created_still_marks_the_flow_row_aborte
     assert (row.status, row.error) == ("failed", "flow_aborted")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: after a crash once the join exists, the redelivery only re-publishes the "
-    "join (engine/flows.py _mend): step results are never released, the close never counted",
-)
 async def test_a_crash_after_the_join_is_created_still_releases_the_results(
     app: TaskQueue,
 ) -> None:
@@ -1007,11 +987,6 @@ async def test_a_crash_after_the_join_is_created_still_releases_the_results(
     assert events.closed == [(flow_id, "joined", 2, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a starter redelivered after its flow closed schedules the flow's deadline "
-    "again and re-dispatches its steps (engine/flows.py FlowCoordinator.start)",
-)
 async def test_a_redelivered_starter_does_not_rearm_a_closed_flow(app: TaskQueue) -> None:
     log = register_steps(app, "b")
     joins = register_join(app, Join(queue_id="b", type="done"))
@@ -1039,11 +1014,6 @@ async def test_a_redelivered_starter_does_not_rearm_a_closed_flow(app: TaskQueue
     assert log.runs == [(0, 0)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a redelivered step that finds its flow closed while the closing worker is "
-    "still dispatching the join closes it a second time (engine/flows.py _mend)",
-)
 async def test_a_flow_closes_once_when_a_duplicate_races_the_closing_worker(
     app: TaskQueue,
 ) -> None:

@@ -13,12 +13,13 @@ def new_id() -> str:
     return str(uuid_utils.uuid7())
 
 
-def derived_id(parent: str, label: str) -> str:
+def derived_id(parent: str, label: str, order: int | None = None) -> str:
     """A deterministic id for the thing called ``label`` that ``parent`` makes.
 
     The same ``(parent, label)`` always gives the same id, so a redelivered attempt re-creates
     the same flow, steps and join instead of new ones. When ``parent`` is a UUIDv7 the result
-    keeps its 48-bit timestamp, so derived ids sort next to their parent.
+    keeps its 48-bit timestamp, so derived ids sort next to their parent; ``order`` (0..4095)
+    fills the 12 bits after it, so the things one parent makes sort in the order it made them.
     """
     digest = bytearray(hashlib.sha256(f"{parent}\x00{label}".encode()).digest()[:16])
     try:
@@ -28,5 +29,9 @@ def derived_id(parent: str, label: str) -> str:
     except ValueError:
         pass
     digest[6] = (digest[6] & 0x0F) | 0x70  # version 7
+    if order is not None:
+        order = min(max(order, 0), 0xFFF)
+        digest[6] = 0x70 | (order >> 8)
+        digest[7] = order & 0xFF
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
     return str(uuid.UUID(bytes=bytes(digest)))

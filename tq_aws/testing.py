@@ -136,6 +136,8 @@ class FaultInjector:
                     else:
                         put_raw(delivery.queue_id, delivery.data, delivery.partition_key)
             batch.extend(extra)
+            if hasattr(source, "in_flight"):  # the copies are acknowledged with the batch
+                source.in_flight += len(extra)
             if self.reorder:
                 self.rng.shuffle(batch)
             return batch

@@ -59,6 +59,13 @@ class BatchBook:
     flows: dict[str, list[FlowStart]] = field(default_factory=dict)
     batch_flows: list[FlowStart] = field(default_factory=list)
     handed_off: set[str] = field(default_factory=set)
+    made: dict[str, int] = field(default_factory=dict)
+    """How many children and flows each owner made so far: the index in their derived ids."""
+
+    def next_index(self, owner_key: str) -> int:
+        n = self.made.get(owner_key, 0)
+        self.made[owner_key] = n + 1
+        return n
 
     def decide(self, task: Task, decision: Decision) -> bool:
         """Record ``decision`` unless the task was decided already; return whether it counted."""
@@ -124,7 +131,7 @@ class Actions:
         ...     actions.success(task, {"message_id": "m-1"})
     """
 
-    __slots__ = ("_book", "_context", "_log", "_now", "_prepare", "_task")
+    __slots__ = ("_batch_key", "_book", "_context", "_log", "_now", "_prepare", "_task")
 
     def __init__(
         self,
@@ -134,8 +141,10 @@ class Actions:
         task: Task | None,
         context: Mapping[str, str],
         now: Callable[[], datetime],
+        batch_key: str | None = None,
     ):
         self._book = book
+        self._batch_key = batch_key
         self._prepare = prepare
         self._task = task
         self._context = context
@@ -186,7 +195,14 @@ class Actions:
             self._check_own(parent)
         owner = parent if parent is not None else self._task
         context = owner.log_context if owner is not None else {}
-        prepared = self._prepare(tasks, context)
+        # Ids derive from the owner's attempt, so a redelivered attempt re-adds the same
+        # children rather than new ones.
+        key = self._owner_key(owner)
+        named = [
+            t if not isinstance(t, Task) or t.id else t.copy_with(id=self._derive(key, "child"))
+            for t in tasks
+        ]
+        prepared = self._prepare(named, context)
         if owner is None:
             self._book.batch_children.extend(prepared)
         else:
@@ -243,12 +259,10 @@ class Actions:
             raise DecisionError(f"parent task {owner.id!r} is not part of the running batch")
         now = self._now()
         if owner is None:
-            flow_id = new_id()
             registry = self._book.batch_flows
         else:
             registry = self._book.flows.setdefault(owner.id or "", [])
-            label = f"a{owner.retry_count}:flow:{len(registry)}"
-            flow_id = derived_id(owner.id or "", label)
+        flow_id = self._derive(self._owner_key(owner), "flow")
         total = len(steps)
         marked = []
         for index, step in enumerate(steps):
@@ -288,6 +302,16 @@ class Actions:
         )
         registry.append(FlowStart(record=record, steps=prepared))
         return flow_id
+
+    def _owner_key(self, owner: Task | None) -> str:
+        if owner is not None:
+            return f"{owner.id}\x00a{owner.retry_count}"
+        return self._batch_key or new_id()
+
+    def _derive(self, owner_key: str, kind: str) -> str:
+        base, _, attempt = owner_key.partition("\x00")
+        n = self._book.next_index(owner_key)
+        return derived_id(base, f"{attempt}:{kind}:{n}", order=n)
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:

@@ -8,6 +8,7 @@ the engine persists them afterwards.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -183,7 +184,9 @@ class Runner:
             "worker_id": self._worker_id,
             "batch_size": str(len(group)),
         }
-        actions = Actions(book, self._prepare, task=None, context=ctx, now=self._now)
+        actions = Actions(
+            book, self._prepare, task=None, context=ctx, now=self._now, batch_key=_group_key(group)
+        )
         if self._on_started is not None:
             for task in group:
                 self._on_started(task)
@@ -207,3 +210,11 @@ class Runner:
 
 async def _as_awaitable(value: Awaitable[Any] | Any) -> Any:
     return await value
+
+
+def _group_key(group: Sequence[Task]) -> str:
+    """A batch group's identity, for ids of what its executor makes without ``parent=``: the
+    same tasks at the same attempts give the same key (a redelivery in the same batch)."""
+    members = ",".join(sorted(f"{t.id}.{t.retry_count}" for t in group))
+    first = min((t.id or "" for t in group), default="")
+    return f"{first}\x00batch:{hashlib.sha256(members.encode()).hexdigest()[:16]}"

@@ -101,31 +101,39 @@ class Dispatcher:
         payload validation (the framework's payload shape is not the user's model)."""
         return prepare_tasks([task], self._registry, self._clock.now(), validate=False)[0]
 
-    async def dispatch_once(self, task: Task) -> None:
-        """Dispatch a task with a deterministic id at most once: create its record if absent
-        and publish it; if the record exists but never started, publish it again (a duplicate
-        delivery is dropped by the claim), else do nothing."""
-        now = self._clock.now()
-        record = task.copy_with(**{"stored": True})
-        if not (await self._store.create([record]))[0]:
-            existing = await self._store.get(task.id or "")
-            if (
-                existing is None
-                or existing.status is not TaskStatus.SCHEDULED
-                or existing.retry_count != 0
-            ):
-                return
-            record = existing
-        else:
-            await self.project([record], "scheduled", now)
+    async def dispatch_once(self, task: Task) -> bool:
+        """Dispatch a task with a deterministic id at most once: ``create_once`` then
+        ``publish_stored``. Returns whether this call created it."""
+        created, record = await self.create_once(task)
+        await self.publish_stored(record)
+        return created
+
+    async def create_once(self, task: Task) -> tuple[bool, Task]:
+        """Create the task's record if no record has its id; return whether this call created
+        it, and the record (the existing one otherwise). Exactly one caller ever gets True."""
+        record = task.copy_with(stored=True)
+        if (await self._store.create([record]))[0]:
+            await self.project([record], "scheduled", self._clock.now())
             self._stats.added += 1
             if self._events:
                 self._events.on_task_scheduled(record)
+            return True, record
+        existing = await self._store.get(task.id or "")
+        return False, existing if existing is not None else record
+
+    async def publish_stored(self, record: Task) -> None:
+        """Publish (or schedule) a stored record that has not started; nothing otherwise. A
+        second copy on the transport is harmless: the claim drops it."""
+        if record.status is not TaskStatus.SCHEDULED or record.retry_count != 0:
+            return
+        now = self._clock.now()
         if record.execute_at is not None and record.execute_at > now:
             await self._scheduler.schedule([scheduled(record, now)])
             return
         try:
             await self._transport.publish([record])
+        except PublishError:
+            raise
         except Exception as exc:
             raise PublishError(
                 f"task {record.id} could not be published: {exc}", task_ids=[record.id or ""]

@@ -83,6 +83,10 @@ class FlowCoordinator:
         for start in starts:
             record = start.record
             created = await self._flows.init(record)
+            if not created:  # a redelivered starter: only an open flow may need its steps again
+                existing = await self._flows.get(record.flow_id)
+                if existing is not None and existing.state is not FlowState.OPEN:
+                    continue
             if record.deadline is not None:
                 sentinels.append(scheduled(build_timeout_sentinel(record), now))
             if record.entity is not None:
@@ -168,7 +172,9 @@ class FlowCoordinator:
     async def _mend(self, record: FlowRecord) -> None:
         existing = await self._tasks.get(record.join_task_id)
         if existing is not None:
-            await self._dispatcher.dispatch_once(existing)  # re-publishes only if never started
+            # the closer got as far as creating the join: finish what it may not have done
+            await self._dispatcher.publish_stored(existing)
+            await self._close_up(record, record.finished_at or self._clock.now())
             return
         logger.warning("flow %s closed without its join; dispatching it now", record.flow_id)
         await self._dispatch_join(record, await self._flows.results(record.flow_id), None)
@@ -178,8 +184,20 @@ class FlowCoordinator:
     ) -> None:
         now = now or record.finished_at or self._clock.now()
         resolved = [await self._resolve(r) for r in results]
-        join = build_join(record, resolved, record.state, now)
-        await self._dispatcher.dispatch_once(self._dispatcher.prepare_internal(join))
+        join = self._dispatcher.prepare_internal(build_join(record, resolved, record.state, now))
+        created, stored = await self._dispatcher.create_once(join)
+        if created:  # exactly one caller creates the join: it announces the close
+            self._stats.flows_closed += 1
+            if self._events:
+                self._events.on_flow_closed(
+                    record.flow_id, record.state.value, record.succeeded, record.failed
+                )
+        await self._dispatcher.publish_stored(stored)
+        await self._close_up(record, now)
+
+    async def _close_up(self, record: FlowRecord, now: datetime) -> None:
+        """What follows a close, each step idempotent: disarm the deadline, mark an aborted or
+        timed-out flow's row, drop the step results."""
         if record.deadline is not None:
             sentinel = build_timeout_sentinel(record)
             await self._scheduler.cancel([schedule_name(sentinel)])
@@ -187,11 +205,6 @@ class FlowCoordinator:
         if record.entity is not None and error is not None:
             await self._write_rows([_flow_row(record, "failed", now, error=error)])
         await self._flows.release_results(record.flow_id)
-        self._stats.flows_closed += 1
-        if self._events:
-            self._events.on_flow_closed(
-                record.flow_id, record.state.value, record.succeeded, record.failed
-            )
 
     async def _resolve(self, result: StepResult) -> StepResult:
         if not blobs.is_blob_ref(result.result):
