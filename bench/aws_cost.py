@@ -45,11 +45,14 @@ import sys
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tq_aws import TaskQueue
 
 # -- prices ----------------------------------------------------------------------------------
 
@@ -217,8 +220,8 @@ class Meter:
     ``TransactWriteItems``) -> items written (conditions that held)."""
     wru: Counter[str] = field(default_factory=Counter)
     """Item kind -> write request units (transactional writes count double)."""
-    rru: Counter[str] = field(default_factory=Counter)
-    """Item kind (of the key read) -> read request units."""
+    rru: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    """Item kind (of the key read) -> read request units (eventually consistent: halves)."""
     failed_conditions: int = 0
     cancelled_transactions: int = 0
     kinesis_records: int = 0
@@ -363,7 +366,8 @@ class Meter:
             self.rru[item_kind(key)] += units if params.get("ConsistentRead") else units / 2
         elif operation == "Query":
             size = sum(item_size(i) for i in parsed.get("Items") or [])
-            pk = str(params.get("ExpressionAttributeValues", {}).get(":0", {}).get("S", ""))
+            values = (params.get("ExpressionAttributeValues") or {}).values()
+            pk = next((str(v["S"]) for v in values if "#" in str(v.get("S", ""))), "")
             kind = "step" if pk.startswith("FLOW#") else item_kind((pk, ""))
             units = read_units(size)
             self.rru[kind] += units if params.get("ConsistentRead") else units / 2
@@ -445,7 +449,7 @@ class _MotoServer:
         from moto.server import ThreadedMotoServer
         from werkzeug.serving import make_server
 
-        class Server(ThreadedMotoServer):  # type: ignore[misc]
+        class Server(ThreadedMotoServer):
             def _server_entry(self) -> None:
                 app = DomainDispatcherApplication(create_backend_app)
                 lock = threading.Lock()
@@ -514,7 +518,7 @@ class Row:
 
 async def _app(
     endpoint: str, clock: Any, *, stream: bool = True, sqs: bool = False, **options: Any
-) -> Any:
+) -> TaskQueue:
     from tq_aws import TaskQueue
 
     queue = f"{endpoint}/123456789012/{_name('tq-queue')}" if sqs else None

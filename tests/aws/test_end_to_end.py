@@ -20,7 +20,7 @@ import threading
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,7 +66,7 @@ def _kinesis_safe_server(port: int) -> Any:
     from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
-    class KinesisSafeMotoServer(ThreadedMotoServer):  # type: ignore[misc]
+    class KinesisSafeMotoServer(ThreadedMotoServer):
         def _server_entry(self) -> None:
             app = DomainDispatcherApplication(create_backend_app)
             lock = threading.Lock()
@@ -687,7 +687,7 @@ async def test_a_thousand_tasks_through_kinesis_and_sqs(
     # Where each task's record came from (the stream, the queue URL, or the memory queue).
     process = app.processor.process
 
-    async def recording_process(deliveries: list[Delivery]) -> None:
+    async def recording_process(deliveries: Sequence[Delivery]) -> None:
         for d in deliveries:
             if d.task is not None:
                 sources[d.task.id or ""].add(d.queue_id)
@@ -850,11 +850,11 @@ async def test_a_thousand_tasks_through_kinesis_and_sqs(
         assert runs[tid] == [(0, t0), (1, retry_at)]
 
     # -- the timeout, and the future tasks, each at its time ----------------------------------
-    for at in (1199, 1200, 1799, 1800, 2400, 3600, 5400, 7200):
-        clock.set(t0 + timedelta(seconds=at))
+    for offset in (1199, 1200, 1799, 1800, 2400, 3600, 5400, 7200):
+        clock.set(t0 + timedelta(seconds=offset))
         await app.run_until_idle()
-        assert len(joins[flows["t"]]) == (1 if at >= 1800 else 0)
-        if at == 1199:
+        assert len(joins[flows["t"]]) == (1 if offset >= 1800 else 0)
+        if offset == 1199:
             assert not any(runs[tid] for tid in future_ids)
     assert await app.run_until_idle() == 0
     assert app.next_due() is None
@@ -879,12 +879,12 @@ async def test_a_thousand_tasks_through_kinesis_and_sqs(
         record = await app.get_task(tid)
         assert record is not None and record.status is TaskStatus.FAILED
         assert record.execution_stats["last_error"] == "gone (1)"
-    for entity in ENTITIES:
-        rows = await app.entity_status(entity)
+    for customer in ENTITIES:
+        rows = await app.entity_status(customer)
         assert len(rows) == 10
         assert {r.status for r in rows} == {"executed"}
         assert sorted(r.result["n"] for r in rows) == [
-            i for i in range(60) if ENTITIES[i % 6] == entity
+            i for i in range(60) if ENTITIES[i % 6] == customer
         ]
     for (child_id,) in children.values():
         assert runs[child_id] == [(0, t0)] and sources[child_id]
@@ -897,10 +897,11 @@ async def test_a_thousand_tasks_through_kinesis_and_sqs(
     assert aborted.failed == 1 and aborted.succeeded + aborted.failed <= 50
     assert len(joins[flows["abort50"]][0]["steps"]) == aborted.succeeded + aborted.failed
     assert joins[flows["abort50"]][0]["aborted"] is True
-    rows = {r.task_id: r for r in await app.entity_status(FLOW_ENTITY)}
-    assert set(rows) == {aborted.flow_id, aborted.join_task_id}
-    assert (rows[aborted.flow_id].status, rows[aborted.flow_id].error) == ("failed", "flow_aborted")
-    assert rows[aborted.join_task_id].status == "executed"
+    flow_rows = {r.task_id: r for r in await app.entity_status(FLOW_ENTITY)}
+    assert set(flow_rows) == {aborted.flow_id, aborted.join_task_id}
+    flow_row = flow_rows[aborted.flow_id]
+    assert (flow_row.status, flow_row.error) == ("failed", "flow_aborted")
+    assert flow_rows[aborted.join_task_id].status == "executed"
     joined = await app.flow_status(flows["joined"])
     assert joined is not None
     assert (joined.state, joined.succeeded, joined.failed, joined.pending) == ("joined", 19, 1, 0)
