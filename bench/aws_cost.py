@@ -2,8 +2,9 @@
 
 Every scenario runs the real engine on ``TaskQueue.aws(...)`` against moto (a
 ``ThreadedMotoServer`` on 127.0.0.1, Kinesis writes serialized; see ``_MotoServer``), except
-the 1,000,000-step flow, which runs the DynamoDB flow and task stores' own request-building code
-with the HTTP send stubbed out (no moto, nothing leaves the process).
+flows of more than 1,000 steps (moto copies the whole table for every ``TransactWriteItems``,
+so they would take hours there): those run the DynamoDB flow and task stores' own
+request-building code with the HTTP send stubbed out (no moto, nothing leaves the process).
 
 What is counted: every request of every client the app opens (botocore ``before-parameter-build``
 and ``after-call`` hooks on the aioboto3 clients, the boto3 clients and the DynamoDB stores'
@@ -28,7 +29,7 @@ Not counted: stream hours and retention, storage, data transfer, free tiers, and
 polling (``GetRecords`` is free per call on on-demand streams; an empty ``ReceiveMessage`` of the
 local worker is listed but a Lambda consumer's polling is billed differently).
 
-Run: ``python -m bench.aws_cost`` (about two minutes), ``--quick`` (about half a minute).
+Run: ``python -m bench.aws_cost`` (about 1.5 to 2 minutes), ``--quick`` (about 40 seconds).
 """
 
 from __future__ import annotations
@@ -1051,8 +1052,8 @@ class Sizes:
 
 
 # moto copies the whole table for every TransactWriteItems (to roll back), so a flow's step
-# transactions cost O(its items) each there: 1,000 steps take about 45 s, 10,000 would take an
-# hour. Larger flows run the stores' own code with the send stubbed.
+# transactions cost O(its items) each there: 1,000 steps take 20 to 50 s, 10,000 would take
+# hours. Larger flows run the stores' own code with the send stubbed.
 FULL = Sizes(
     plain=2000,
     sqs=200,
@@ -1098,7 +1099,7 @@ async def run(sizes: Sizes, log: Callable[[str], None]) -> tuple[dict[str, Row],
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.aws_cost", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smaller runs (about 30 s)")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (about 40 s)")
     args = parser.parse_args(argv)
     for key, value in (
         ("AWS_ACCESS_KEY_ID", "testing"),
