@@ -452,7 +452,10 @@ class LambdaHandler:
         safety_margin: seconds of the invocation kept free: no sub-batch starts unless its
             estimate plus this much time is left, and handed-off tasks are awaited until only
             this much is left. Default 2 s; keep it well under the function's timeout.
-        logger: a Powertools ``Logger``, or ``True`` to make one (service: ``service``).
+        logger: a Powertools ``Logger``, or ``True`` to make one (service: ``service``). Its
+            handlers get ``TaskLogContextFilter``, and the ``tq_aws`` logger is configured like
+            it (its handlers and level, no propagation to the root logger), so the engine's
+            lines are JSON with the invocation's keys too. Other loggers are left alone.
         metrics: a Powertools ``Metrics``, or ``True`` to make one (namespace from
             ``POWERTOOLS_METRICS_NAMESPACE``, else ``tq``); flushed at the end of each
             invocation.
@@ -662,9 +665,11 @@ def _counters(app: TaskQueue) -> dict[str, int]:
 
 
 class TaskLogContextFilter(logging.Filter):
-    """Puts the bound task log context on every record as ``tq_log_context`` (a mapping, which
-    Powertools' JSON formatter writes as an object), and drops the empty placeholders and the
-    rendered ``tq_context`` string from lines written outside tasks."""
+    """For a JSON handler (Powertools'): puts the bound task log context on every record as
+    ``tq_log_context`` (a mapping, written as an object), and removes what a JSON line does
+    not need: the rendered ``tq_context`` string, and the empty ``tq_log_context`` of lines
+    written outside tasks. It changes the record, so a text handler formatting
+    ``%(tq_context)s`` should not share a logger with it."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = getattr(record, "tq_log_context", None) or log_context.current()
