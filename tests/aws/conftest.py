@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import moto  # noqa: F401  (before any client exists: moto hooks botocore as it is imported)
+import moto.core  # before any client exists: moto hooks botocore as it is imported
 import pytest
 
 from tq_aws.backends.aws.clients import AwsSettings

@@ -103,21 +103,11 @@ def test_a_bad_schedule_group_is_refused_up_front() -> None:
         _local(stream="s", scheduler_group="bad group!")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TaskQueue.aws accepts any bucket name; ensure_resources then fails with a raw "
-    "botocore ClientError (InvalidBucketName) instead of a ConfigurationError naming bucket=",
-)
 def test_a_bucket_name_S3_refuses_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="bucket"):
         _local(stream="s", bucket="B")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TaskQueue.aws accepts any stream name; AWS refuses it only at the first call "
-    "(ValidationException), with no ConfigurationError naming stream=",
-)
 def test_a_stream_name_Kinesis_refuses_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match="stream"):
         _local(stream="bad name!")
@@ -265,12 +255,6 @@ def test_from_env_on_aws_without_a_role_says_which_variable(env: pytest.MonkeyPa
         TaskQueue.from_env()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: settings_from_env returns None (the in-memory default) when only TQ_SQS_QUEUES "
-    "maps queue ids to URLs, although TaskQueue.aws(sqs_queues={...}) alone is a valid AWS app: "
-    "the configuration is silently dropped",
-)
 def test_from_env_with_only_mapped_sqs_queues_is_not_silently_in_memory(
     env: pytest.MonkeyPatch,
 ) -> None:
@@ -379,12 +363,6 @@ async def test_compressed_records_travel_both_ways(moto_server: str) -> None:
     assert len(data) == 2 and all(d[:1] == b"\x78" for d in data)  # zlib on both transports
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: factory.AwsResources._ensure_queues creates a FIFO queue without "
-    "ContentBasedDeduplication, but EventBridge Scheduler sends no deduplication id (docs/aws.md), "
-    "so every scheduled delivery to it fails (InvalidParameterValue)",
-)
 async def test_a_fifo_queue_from_ensure_resources_takes_scheduled_deliveries(
     moto_server: str,
 ) -> None:
@@ -438,12 +416,6 @@ async def test_aclose_stops_what_add_tasks_sync_started(moto_server: str) -> Non
     assert left == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the SQS transport assumes every queue takes 1 MiB messages and TaskQueue.aws "
-    "cannot lower it (max_record_bytes is Kinesis only), so on a queue whose MaximumMessageSize "
-    "is 256 KiB (older queues' default) a 300 KB task fails instead of using the claim check",
-)
 async def test_a_queue_with_smaller_messages_gets_large_payloads_by_claim_check(
     moto_server: str,
 ) -> None:
@@ -476,12 +448,6 @@ async def test_a_queue_with_smaller_messages_gets_large_payloads_by_claim_check(
     assert got == [300_000]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: EventBridgeScheduler._stream_arn/_queue_arn cache the ARN only after the call, "
-    "so the concurrent jobs of one schedule() (16 at a time) each call DescribeStreamSummary, a "
-    "control-plane call AWS limits to 20 per second per account",
-)
 async def test_scheduling_many_tasks_asks_for_the_stream_arn_once(moto_server: str) -> None:
     clock = ManualClock()
     app = TaskQueue.aws(

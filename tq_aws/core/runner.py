@@ -83,11 +83,22 @@ class Runner:
 
     async def run(self, tasks: Sequence[Task]) -> BatchOutcome:
         book = BatchBook(tasks={t.id or "": t for t in tasks})
+        ignored: dict[str, str] = {}
+        specs: dict[tuple[str, str], ExecutorSpec | None] = {}
+        for segment in _segments(tasks):
+            await self._run_segment(segment, book, ignored, specs)
+        return self._outcomes(tasks, book, ignored, specs)
+
+    async def _run_segment(
+        self,
+        tasks: Sequence[Task],
+        book: BatchBook,
+        ignored: dict[str, str],
+        specs: dict[tuple[str, str], ExecutorSpec | None],
+    ) -> None:
         groups: dict[tuple[str, str], list[Task]] = {}
         for task in tasks:
             groups.setdefault((task.queue_id, task.type), []).append(task)
-        ignored: dict[str, str] = {}
-        specs: dict[tuple[str, str], ExecutorSpec | None] = {}
         for (queue_id, type_), group in groups.items():
             spec = self._registry.get(queue_id, type_)
             specs[(queue_id, type_)] = spec
@@ -106,6 +117,14 @@ class Runner:
             else:
                 for task in group:
                     await self._run_one(spec, task, book)
+
+    def _outcomes(
+        self,
+        tasks: Sequence[Task],
+        book: BatchBook,
+        ignored: dict[str, str],
+        specs: dict[tuple[str, str], ExecutorSpec | None],
+    ) -> BatchOutcome:
         outcomes = []
         for task in tasks:
             tid = task.id or ""
@@ -218,3 +237,22 @@ def _group_key(group: Sequence[Task]) -> str:
     members = ",".join(sorted(f"{t.id}.{t.retry_count}" for t in group))
     first = min((t.id or "" for t in group), default="")
     return f"{first}\x00batch:{hashlib.sha256(members.encode()).hexdigest()[:16]}"
+
+
+def _segments(tasks: Sequence[Task]) -> list[Sequence[Task]]:
+    """Split a batch where running it grouped by executor would reorder a partition key: a
+    key's records of different types stay in delivery order. With the default key (the task
+    id) nothing is split."""
+    segments: list[Sequence[Task]] = []
+    start = 0
+    group_of_key: dict[str, tuple[str, str]] = {}
+    for i, task in enumerate(tasks):
+        key = task.partition_key or task.id or ""
+        group = (task.queue_id, task.type)
+        if group_of_key.get(key, group) != group:
+            segments.append(tasks[start:i])
+            start = i
+            group_of_key = {}
+        group_of_key[key] = group
+    segments.append(tasks[start:])
+    return segments

@@ -204,7 +204,8 @@ class TaskQueue:
             queue_url: SQS queue URL; alone, every queue id travels by it.
             sqs_queues: queue ids that travel by SQS: ``{queue_id: url}``, or ids using
                 ``queue_url``.
-            table: the DynamoDB table (tasks, projections, flows in one table).
+            table: the DynamoDB table (tasks, projections, flows in one table); a name too
+                short for DynamoDB (under 3 characters) is a prefix: ``<table>-store``.
             bucket: S3 bucket for payloads and results over the size limits.
             scheduler_group, scheduler_role_arn: where schedules live and the role EventBridge
                 Scheduler assumes to deliver them.
@@ -243,7 +244,8 @@ class TaskQueue:
         CDK templates set): ``TQ_STREAM``, ``TQ_QUEUE_URL``, ``TQ_SQS_QUEUES`` (JSON object or
         comma-separated ids), ``TQ_TABLE``, ``TQ_BUCKET``, ``TQ_SCHEDULER_GROUP``,
         ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_REGION`` (else ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
-        With neither ``TQ_STREAM`` nor ``TQ_QUEUE_URL`` set: the embedded default."""
+        With none of ``TQ_STREAM``, ``TQ_QUEUE_URL`` or a ``TQ_SQS_QUEUES`` mapping set: the
+        embedded default."""
         from tq_aws.backends.aws.factory import settings_from_env
 
         config = settings_from_env()
@@ -258,9 +260,17 @@ class TaskQueue:
             await self.resources.ensure()
 
     async def aclose(self) -> None:
-        """Close AWS clients opened on the running event loop."""
+        """Close the AWS clients opened on the running event loop, and stop the private loop
+        of ``add_tasks_sync`` (closing the clients it opened)."""
         if self.resources is not None:
             await self.resources.clients.aclose()
+        with self._sync_lock:
+            loop, self._sync_loop = self._sync_loop, None
+        if loop is not None:
+            if self.resources is not None:
+                done = asyncio.run_coroutine_threadsafe(self.resources.clients.aclose(), loop)
+                await asyncio.wrap_future(done)
+            loop.call_soon_threadsafe(loop.stop)
 
     # -- registration ---------------------------------------------------------------------
 

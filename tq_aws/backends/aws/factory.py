@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,13 @@ class AwsResources:
         sqs = await self.clients.get("sqs")
         for url in self.routing.queue_urls():
             name = url.rstrip("/").rsplit("/", 1)[-1]
-            attributes = {"FifoQueue": "true"} if name.endswith(".fifo") else {}
+            # EventBridge Scheduler sends no deduplication id to a FIFO target: the queue must
+            # deduplicate by content for scheduled deliveries to be accepted
+            attributes = (
+                {"FifoQueue": "true", "ContentBasedDeduplication": "true"}
+                if name.endswith(".fifo")
+                else {}
+            )
             await sqs.create_queue(QueueName=name, Attributes=attributes)
 
     async def _ensure_bucket(self) -> None:
@@ -114,6 +121,7 @@ def build(
     from tq_aws.backends.aws import dynamodb
     from tq_aws.engine.app import TaskQueue
 
+    _check_names(stream=stream, bucket=bucket)
     settings = AwsSettings(region=region, endpoint_url=endpoint_url)
     clients = AwsClients(settings)
     routing = Routing(stream=stream, queue_url=queue_url, sqs_queues=sqs_queues)
@@ -128,6 +136,7 @@ def build(
         blob_store=blob_store,
         compress_over=compress_over,
         max_record_bytes=max_record_bytes,
+        max_message_bytes=min(max_record_bytes, 1_048_576),  # SQS takes at most 1 MiB
     )
     role = scheduler_role_arn or _default_role(settings)
     simulate = settings.is_local if fire_schedules is None else fire_schedules
@@ -166,6 +175,23 @@ def build(
     return app
 
 
+_STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _check_names(*, stream: str | None, bucket: str | None) -> None:
+    """Refuse names AWS would refuse later, naming the argument."""
+    if stream is not None and not _STREAM_NAME.fullmatch(stream):
+        raise ConfigurationError(
+            f"stream={stream!r}: a Kinesis stream name is 1 to 128 of [a-zA-Z0-9_.-]"
+        )
+    if bucket is not None and (not _BUCKET_NAME.fullmatch(bucket) or ".." in bucket):
+        raise ConfigurationError(
+            f"bucket={bucket!r}: an S3 bucket name is 3 to 63 of lowercase letters, digits, "
+            "dots and hyphens, starting and ending with a letter or digit"
+        )
+
+
 def dynamodb_table_name(table: str) -> str:
     """The DynamoDB table for ``table=``: the name itself, or, when it is too short to be a
     table name (DynamoDB wants 3 to 255 characters), a prefix: ``<table>-store``."""
@@ -193,9 +219,9 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         return value.strip() if value and value.strip() else None
 
     stream, queue_url = get("STREAM"), get("QUEUE_URL")
-    if not stream and not queue_url:
-        return None
     sqs_raw = get("SQS_QUEUES")
+    if not stream and not queue_url and not (sqs_raw and sqs_raw.startswith("{")):
+        return None
     sqs_queues: Mapping[str, str] | list[str] | None = None
     if sqs_raw:
         if sqs_raw.startswith("{"):

@@ -205,6 +205,7 @@ class EventBridgeScheduler:
         self.max_input_bytes = max_input_bytes
         self._concurrency = concurrency
         self._arns: dict[tuple[str, str], str] = {}
+        self._arn_lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
         if simulate_firing:
             self.fire_due = self._fire_due
             self.next_due = self._next_due
@@ -335,22 +336,38 @@ class EventBridgeScheduler:
         return target
 
     async def _stream_arn(self, stream: str) -> str:
-        cached = self._arns.get(("kinesis", stream))
-        if cached is None:
+        async def look_up() -> str:
             kinesis = await self.clients.get("kinesis")
             summary = await kinesis.describe_stream_summary(StreamName=stream)
-            cached = str(summary["StreamDescriptionSummary"]["StreamARN"])
-            self._arns[("kinesis", stream)] = cached
-        return cached
+            return str(summary["StreamDescriptionSummary"]["StreamARN"])
+
+        return await self._arn(("kinesis", stream), look_up)
+
+    async def _arn(self, key: tuple[str, str], look_up: Callable[[], Awaitable[str]]) -> str:
+        # One look-up per resource, however many schedules ask at once (DescribeStreamSummary
+        # is limited to 20 calls a second per account).
+        cached = self._arns.get(key)
+        if cached is not None:
+            return cached
+        pending = self._arn_lookups.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(look_up())
+            self._arn_lookups[key] = pending
+        try:
+            arn = await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._arn_lookups.pop(key, None)
+        self._arns[key] = arn
+        return arn
 
     async def _queue_arn(self, queue_url: str) -> str:
-        cached = self._arns.get(("sqs", queue_url))
-        if cached is None:
+        async def look_up() -> str:
             sqs = await self.clients.get("sqs")
             attrs = await sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])
-            cached = str(attrs["Attributes"]["QueueArn"])
-            self._arns[("sqs", queue_url)] = cached
-        return cached
+            return str(attrs["Attributes"]["QueueArn"])
+
+        return await self._arn(("sqs", queue_url), look_up)
 
     async def _bounded(self, jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
         if not jobs:
