@@ -32,6 +32,8 @@ from tq_aws.core.task import Task
 logger = logging.getLogger("tq_aws.runner")
 
 UNKNOWN_EXECUTOR = "unknown_executor"
+_NONE: list[Task] = []  # shared empty defaults of outcomes: never appended to
+_NO_FLOWS: list[FlowStart] = []
 
 
 @dataclass(slots=True)
@@ -139,8 +141,8 @@ class Runner:
                     spec=specs[(task.queue_id, task.type)],
                     decision=decision,
                     ignored_reason=reason,
-                    children=book.children.get(tid, []),
-                    flows=book.flows.get(tid, []),
+                    children=book.children.get(tid) or _NONE,
+                    flows=book.flows.get(tid) or _NO_FLOWS,
                     handed_off=handed_off,
                 )
             )
@@ -189,7 +191,7 @@ class Runner:
                 await asyncio.to_thread(spec.fn, task, actions)
             else:
                 returned = spec.fn(task, actions)
-                if inspect.isawaitable(returned):  # e.g. a partial of an async function
+                if returned is not None and inspect.isawaitable(returned):  # a partial of async
                     await returned
         except Exception as exc:
             self._fail_pending(book, [task], exc)
@@ -215,7 +217,7 @@ class Runner:
                     await _as_awaitable(spec.fn(list(group), actions))
                 else:
                     returned = spec.fn(list(group), actions)
-                    if inspect.isawaitable(returned):
+                    if returned is not None and inspect.isawaitable(returned):
                         await returned
         except Exception as exc:
             self._fail_pending(book, group, exc)

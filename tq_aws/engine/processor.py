@@ -154,6 +154,7 @@ class BatchProcessor:
         and flow deadline sentinels (handled by the framework, not by an executor)."""
         due: list[Task] = []
         early: list[Task] = []
+        due_by = now + EARLY_TOLERANCE
         seen: set[str] = set()
         for task in tasks:
             tid = task.id or ""
@@ -163,7 +164,7 @@ class BatchProcessor:
             seen.add(tid)
             # Held back before the claim, so an early record leaves a stored task scheduled
             # (and cancellable) until its time.
-            if task.execute_at is not None and task.execute_at > now + EARLY_TOLERANCE:
+            if task.execute_at is not None and task.execute_at > due_by:
                 early.append(task)
             else:
                 due.append(task)
