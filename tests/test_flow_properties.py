@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -685,12 +684,6 @@ def test_a_closed_flow_leaves_nothing_behind_under_duplicates_and_reordering(
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a crash after the join is created skips the rest of the close "
-    "(engine/flows.py _mend), and a redelivered starter re-arms the deadline of a closed "
-    "flow (engine/flows.py start)",
-)
 @examples(0.3, phases=[Phase.explicit, Phase.generate])
 @given(plans=ANY_FLOWS, fault=ALL_FAULTS)
 def test_a_closed_flow_leaves_nothing_behind_under_crashes(

@@ -393,11 +393,6 @@ async def test_a_fifo_queue_from_ensure_resources_takes_scheduled_deliveries(
     assert ran == [tid]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: TaskQueue.aclose closes the clients of the running loop only; the private loop "
-    "that add_tasks_sync starts keeps its thread and its open aiohttp sessions",
-)
 async def test_aclose_stops_what_add_tasks_sync_started(moto_server: str) -> None:
     app = TaskQueue.aws(
         stream=_name("tq-stream"), table="tq", region=REGION, endpoint_url=moto_server

@@ -128,6 +128,7 @@ class TaskQueue:
         self.resources: Any = None
         """Set by ``TaskQueue.aws``: the AWS resources behind the backends."""
         self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_thread: threading.Thread | None = None
         self._sync_lock = threading.Lock()
         log_context.install_record_factory()
         self._dispatcher = Dispatcher(
@@ -266,11 +267,14 @@ class TaskQueue:
             await self.resources.clients.aclose()
         with self._sync_lock:
             loop, self._sync_loop = self._sync_loop, None
+            thread, self._sync_thread = self._sync_thread, None
         if loop is not None:
             if self.resources is not None:
                 done = asyncio.run_coroutine_threadsafe(self.resources.clients.aclose(), loop)
                 await asyncio.wrap_future(done)
             loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 10)
 
     # -- registration ---------------------------------------------------------------------
 
@@ -405,6 +409,7 @@ class TaskQueue:
                 )
                 thread.start()
                 self._sync_loop = loop
+                self._sync_thread = thread
             return self._sync_loop
 
     def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:

@@ -173,8 +173,10 @@ class FlowCoordinator:
         existing = await self._tasks.get(record.join_task_id)
         if existing is not None:
             # the closer got as far as creating the join: finish what it may not have done
+            now = record.finished_at or self._clock.now()
+            await self._mark_row(record, now)
             await self._dispatcher.publish_stored(existing)
-            await self._close_up(record, record.finished_at or self._clock.now())
+            await self._close_up(record)
             return
         logger.warning("flow %s closed without its join; dispatching it now", record.flow_id)
         await self._dispatch_join(record, await self._flows.results(record.flow_id), None)
@@ -192,18 +194,24 @@ class FlowCoordinator:
                 self._events.on_flow_closed(
                     record.flow_id, record.state.value, record.succeeded, record.failed
                 )
+        # the flow's own row first: once the join is out it may finish (and write its outcome
+        # on that row) before anything else here happens
+        await self._mark_row(record, now)
         await self._dispatcher.publish_stored(stored)
-        await self._close_up(record, now)
+        await self._close_up(record)
 
-    async def _close_up(self, record: FlowRecord, now: datetime) -> None:
-        """What follows a close, each step idempotent: disarm the deadline, mark an aborted or
-        timed-out flow's row, drop the step results."""
-        if record.deadline is not None:
-            sentinel = build_timeout_sentinel(record)
-            await self._scheduler.cancel([schedule_name(sentinel)])
+    async def _mark_row(self, record: FlowRecord, now: datetime) -> None:
+        """An aborted or timed-out flow's row reads failed with the reason (idempotent)."""
         error = CLOSED_ERRORS.get(record.state)
         if record.entity is not None and error is not None:
             await self._write_rows([_flow_row(record, "failed", now, error=error)])
+
+    async def _close_up(self, record: FlowRecord) -> None:
+        """What follows the join's dispatch, each step idempotent: disarm the deadline, drop
+        the step results."""
+        if record.deadline is not None:
+            sentinel = build_timeout_sentinel(record)
+            await self._scheduler.cancel([schedule_name(sentinel)])
         await self._flows.release_results(record.flow_id)
 
     async def _resolve(self, result: StepResult) -> StepResult:
