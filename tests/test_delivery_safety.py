@@ -439,3 +439,25 @@ async def test_redelivery_after_a_crash_keeps_the_original_order(
     await app.run_until_idle()
     # Plain tasks have no stored copy, so the redelivered batch runs again, in order.
     assert order == [0, 1, 2, 3, 0, 1, 2, 3]
+
+
+async def test_stored_and_plain_tasks_of_one_batch_run_in_delivery_order(app: TaskQueue) -> None:
+    runs = Runs()
+    app.executor("q", "t", partition_key=lambda t: "one-key")(runs.run)
+    tasks = [make_task(payload=i, force_store=i % 2 == 1) for i in range(6)]
+    ids = await app.add_tasks(tasks)
+    finished = ids[3]
+    await app.run_until_idle()
+    assert runs.ids == ids
+    runs.ids.clear()
+    # a batch that delivers everything again, plus fresh tasks around a finished stored one
+    again = [make_task(payload=i, force_store=i % 2 == 1) for i in range(6, 10)]
+    fresh = await app.add_tasks(again[:2])
+    stored = await app.get_task(finished)
+    assert stored is not None
+    await app.transport.publish([stored])
+    fresh += await app.add_tasks(again[2:])
+    await app.run_until_idle()
+
+    assert runs.ids == fresh  # in delivery order; the finished stored copy is dropped
+    assert app.stats.duplicates_dropped == 1

@@ -6,6 +6,7 @@ import json
 import uuid
 import zlib
 from datetime import UTC, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from _support import USER, make_task
@@ -59,6 +60,15 @@ def test_datetimes_are_normalised_to_utc() -> None:
     assert t.execute_at.tzinfo is UTC
     assert t.expires_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert t.expires_at.utcoffset() == timedelta(0)
+
+
+def test_a_zone_at_utc_only_part_of_the_year_is_normalised_too() -> None:
+    london = ZoneInfo("Europe/London")
+    winter = make_task(execute_at=datetime(2026, 1, 1, 12, 0, tzinfo=london))
+    # +00:00 on that day, but not a fixed offset: kept as UTC, so the engine can compare it
+    # under any zero-offset tzinfo without its meaning moving with the season
+    assert winter.execute_at is not None and winter.execute_at.tzinfo is UTC
+    assert winter.execute_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def test_retry_count_reads_execution_stats() -> None:
@@ -212,6 +222,36 @@ def test_encode_is_a_versioned_json_envelope_with_utc_iso_datetimes() -> None:
 def test_codec_round_trip_keeps_every_field() -> None:
     task = _full_task()
     assert decode_task(encode_task(task)) == task
+
+
+def test_times_equal_to_created_at_are_left_out_and_read_back() -> None:
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    added = make_task(created_at=now, updated_at=now, execute_at=now)
+    doc = json.loads(encode_task(added))["task"]
+    assert doc["created_at"] == "2026-01-02T03:04:05Z"
+    assert "execute_at" not in doc and "updated_at" not in doc
+    back = decode_task(encode_task(added))
+    assert (back.execute_at, back.updated_at) == (now, now)
+    assert back == added
+
+    retried = make_task(created_at=now, updated_at=now + timedelta(seconds=9), execute_at=now)
+    doc = json.loads(encode_task(retried))["task"]
+    assert "execute_at" not in doc and doc["updated_at"] == "2026-01-02T03:04:14Z"
+    assert decode_task(encode_task(retried)) == retried
+
+
+def test_an_absent_time_stays_absent_when_created_at_is_set() -> None:
+    now = datetime(2026, 1, 2, tzinfo=UTC)
+    task = make_task(created_at=now, execute_at=now)  # no updated_at
+    doc = json.loads(encode_task(task))["task"]
+    assert doc["updated_at"] is None and "execute_at" not in doc
+    back = decode_task(encode_task(task, compress_over=0))
+    assert back.updated_at is None and back.execute_at == now
+    # a record that spells every time out (as earlier releases wrote them) reads the same
+    at = '"2026-01-02T00:00:00Z"'
+    old = f'{{"v":1,"task":{{"type":"t","queue_id":"q","execute_at":{at},"created_at":{at},'
+    old += f'"updated_at":{at}}}}}'
+    assert decode_task(old.encode()) == make_task(created_at=now, updated_at=now, execute_at=now)
 
 
 def test_compression_over_threshold_round_trips() -> None:

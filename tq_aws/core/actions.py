@@ -48,6 +48,12 @@ class Decision:
     meta: dict[str, Any] | None = None
 
 
+PLAIN_SUCCESS = Decision(kind="success")
+"""``success(task)`` without a result: one shared decision (decisions are never changed)."""
+NO_DECISION_FAILURE = Decision(kind="fail", error=NO_DECISION)
+"""What a task the executor left undecided gets (shared, like ``PLAIN_SUCCESS``)."""
+
+
 @dataclass(slots=True)
 class BatchBook:
     """Everything executors recorded while one delivered batch ran."""
@@ -137,7 +143,6 @@ class Actions:
         self,
         book: BatchBook,
         prepare: PrepareFn,
-        *,
         task: Task | None,
         context: Mapping[str, str],
         now: Callable[[], datetime],
@@ -158,8 +163,15 @@ class Actions:
             ResultNotSerializableError: the result cannot be stored as JSON (raised here, at the
                 call that made it, so the executor fails loudly instead of losing the result).
         """
-        self._check_own(task)
-        data, size = (None, 0) if result is None else jsonable_result(result)
+        if task is not self._task:
+            self._check_own(task)
+        elif result is None and task.id not in self._book.decisions:
+            self._book.decisions[task.id or ""] = PLAIN_SUCCESS  # its own task: the hot path
+            return
+        if result is None:
+            self._book.decide(task, PLAIN_SUCCESS)
+            return
+        data, size = jsonable_result(result)
         self._book.decide(task, Decision(kind="success", result=data, result_size=size))
 
     def fail(

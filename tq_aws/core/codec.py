@@ -1,8 +1,10 @@
 """The wire format carried by Kinesis records, SQS messages and the memory transport.
 
 Version 1 is the UTF-8 JSON object ``{"v": 1, "task": {...}}`` with datetimes as UTC
-ISO-8601 strings. A record may be zlib-compressed; JSON always starts with ``{`` and a zlib
-stream with ``0x78``, so the first byte tells them apart without a header of our own.
+ISO-8601 strings. ``execute_at`` and ``updated_at`` are left out when they equal ``created_at``
+(every task as it is added) and read back from it; when ``created_at`` is set, an absent one of
+them is written as ``null``. A record may be zlib-compressed; JSON always starts with ``{`` and
+a zlib stream with ``0x78``, so the first byte tells them apart without a header of our own.
 """
 
 from __future__ import annotations
@@ -18,9 +20,13 @@ from tq_aws.errors import CodecError
 
 CODEC_VERSION = 1
 _ZLIB_MAGIC = 0x78
+_ZLIB_PREFIX = bytes([_ZLIB_MAGIC])
 
 
 _PREFIX = b'{"v":1,"task":'
+_PREFIX_LEN = len(_PREFIX)
+_SAME_AS_CREATED = ("execute_at", "updated_at")
+_SAME_AS_CREATED_SET = frozenset(_SAME_AS_CREATED)
 _TASK_VALIDATOR = Task.__pydantic_validator__
 
 
@@ -37,8 +43,22 @@ def encode_task(task: Task, *, compress_over: int | None = None) -> bytes:
         compress_over: compress with zlib when the JSON is larger than this many bytes
             (``None``: never). Compression is kept only when it makes the record smaller.
     """
-    body = task.model_dump_json(exclude_none=True, exclude_defaults=True)
-    data = _PREFIX + body.encode() + b"}"
+    created = task.created_at
+    same: set[str] | None = None
+    absent = b""
+    if created is not None:
+        # Times equal to created_at (every task as added) are left out and read back from it;
+        # an absent time is then written as an explicit null, so it reads back absent.
+        for name in _SAME_AS_CREATED:
+            value = getattr(task, name)
+            if value is None:
+                absent += b',"' + name.encode() + b'":null'
+            elif value is created or value == created:
+                same = {name} if same is None else {*same, name}
+    body = task.model_dump_json(exclude_none=True, exclude_defaults=True, exclude=same)
+    data = (
+        _PREFIX + body.encode()[:-1] + absent + b"}}" if absent else _PREFIX + body.encode() + b"}"
+    )
     if compress_over is not None and len(data) > compress_over:
         packed = zlib.compress(data, 6)
         if len(packed) < len(data):
@@ -53,19 +73,41 @@ def decode_task(data: bytes) -> Task:
         CodecError: ``reason`` is ``malformed`` (not JSON / bad compression),
             ``unknown_version`` (a ``v`` this release does not read) or ``invalid_task``.
     """
-    if data[:1] == bytes([_ZLIB_MAGIC]):
+    task: Task
+    if data.startswith(_PREFIX):
+        # what encode_task writes: validate the task alone, no envelope object (anything
+        # else, an error included, is left to the full path below)
+        try:
+            task = _TASK_VALIDATOR.validate_json(data[_PREFIX_LEN:-1])
+        except ValidationError:
+            pass
+        else:
+            return _with_times(task)
+    if data[:1] == _ZLIB_PREFIX:
         try:
             data = zlib.decompress(data)
         except zlib.error as exc:
             raise CodecError(f"record is not valid zlib data: {exc}", reason="malformed") from exc
     try:
         if data.startswith(_PREFIX) and data.endswith(b"}"):
-            # what encode_task writes: validate the task alone, no envelope object
-            task: Task = _TASK_VALIDATOR.validate_json(data[len(_PREFIX) : -1])
-            return task
-        return _EnvelopeV1.model_validate_json(data).task
+            task = _TASK_VALIDATOR.validate_json(data[_PREFIX_LEN:-1])
+        else:
+            task = _EnvelopeV1.model_validate_json(data).task
     except ValidationError as exc:
         raise _classify(data, exc) from exc
+    return _with_times(task)
+
+
+def _with_times(task: Task) -> Task:
+    """Restore the times ``encode_task`` left out because they equal ``created_at``."""
+    created = task.created_at
+    if created is not None:
+        missing = _SAME_AS_CREATED_SET - task.__pydantic_fields_set__
+        if missing:
+            for name in missing:
+                task.__dict__[name] = created
+            task.__pydantic_fields_set__.update(missing)
+    return task
 
 
 def _classify(data: bytes, exc: ValidationError) -> CodecError:

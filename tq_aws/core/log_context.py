@@ -26,6 +26,8 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 _current: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "tq_log_context", default=_EMPTY
 )
+CURRENT = _current
+"""The context variable ``bind`` sets (for hot loops that set and reset it directly)."""
 
 
 def sanitize(context: Any, *, where: str = "task") -> dict[str, str] | None:

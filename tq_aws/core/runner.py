@@ -18,7 +18,7 @@ from typing import Any
 
 from tq_aws.core import log_context
 from tq_aws.core.actions import (
-    NO_DECISION,
+    NO_DECISION_FAILURE,
     Actions,
     BatchBook,
     Decision,
@@ -27,6 +27,7 @@ from tq_aws.core.actions import (
 )
 from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, ExecutorSpec
 from tq_aws.core.flows import FlowStart
+from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.task import Task
 
 logger = logging.getLogger("tq_aws.runner")
@@ -59,7 +60,6 @@ class BatchOutcome:
     batch_flows: list[FlowStart] = field(default_factory=list)
 
 
-StartedHook = Callable[[Task], None]
 HandoffHook = Callable[[ExecutorSpec, Task, "asyncio.Task[None]", BatchBook], bool]
 """Offered a task still running after its handoff timeout; returns whether it took it."""
 
@@ -74,33 +74,30 @@ class Runner:
         *,
         worker_id: str,
         now: Callable[[], datetime],
-        on_started: StartedHook | None = None,
+        events: LifecycleBus | None = None,
     ):
         self._registry = registry
         self._prepare = prepare
         self._worker_id = worker_id
         self._now = now
-        self._on_started = on_started
+        self._events = events
         self.handoff: HandoffHook | None = None
 
     async def run(self, tasks: Sequence[Task]) -> BatchOutcome:
         book = BatchBook(tasks={t.id or "": t for t in tasks})
         ignored: dict[str, str] = {}
         specs: dict[tuple[str, str], ExecutorSpec | None] = {}
-        for segment in _segments(tasks):
-            await self._run_segment(segment, book, ignored, specs)
+        for groups in _segments(tasks):
+            await self._run_segment(groups, book, ignored, specs)
         return self._outcomes(tasks, book, ignored, specs)
 
     async def _run_segment(
         self,
-        tasks: Sequence[Task],
+        groups: dict[tuple[str, str], list[Task]],
         book: BatchBook,
         ignored: dict[str, str],
         specs: dict[tuple[str, str], ExecutorSpec | None],
     ) -> None:
-        groups: dict[tuple[str, str], list[Task]] = {}
-        for task in tasks:
-            groups.setdefault((task.queue_id, task.type), []).append(task)
         for (queue_id, type_), group in groups.items():
             spec = self._registry.get(queue_id, type_)
             specs[(queue_id, type_)] = spec
@@ -116,6 +113,8 @@ class Runner:
                 for start in range(0, len(group), spec.chunk_size):
                     chunk = group[start : start + spec.chunk_size]
                     await asyncio.gather(*(self._run_one(spec, t, book) for t in chunk))
+            elif not spec.is_async and (spec.handoff_timeout is None or self.handoff is None):
+                await self._run_sequential_sync(spec, group, book)
             else:
                 for task in group:
                     await self._run_one(spec, task, book)
@@ -127,23 +126,38 @@ class Runner:
         ignored: dict[str, str],
         specs: dict[tuple[str, str], ExecutorSpec | None],
     ) -> BatchOutcome:
+        children, flows, decisions = book.children, book.flows, book.decisions
+        if len(specs) == 1 and not (ignored or book.handed_off or children or flows):
+            # one executor, every task decided or not, nothing made: the common batch
+            spec = next(iter(specs.values()))
+            get = decisions.get
+            return BatchOutcome(
+                outcomes=[
+                    TaskOutcome(
+                        t, spec, get(t.id or "") or NO_DECISION_FAILURE, None, _NONE, _NO_FLOWS
+                    )
+                    for t in tasks
+                ],
+                batch_children=book.batch_children,
+                batch_flows=book.batch_flows,
+            )
         outcomes = []
         for task in tasks:
             tid = task.id or ""
             reason = ignored.get(tid)
             handed_off = tid in book.handed_off
-            decision = None if reason or handed_off else book.decisions.get(tid)
+            decision = None if reason or handed_off else decisions.get(tid)
             if reason is None and decision is None and not handed_off:
-                decision = Decision(kind="fail", error=NO_DECISION)
+                decision = NO_DECISION_FAILURE
             outcomes.append(
                 TaskOutcome(
-                    task=task,
-                    spec=specs[(task.queue_id, task.type)],
-                    decision=decision,
-                    ignored_reason=reason,
-                    children=book.children.get(tid) or _NONE,
-                    flows=book.flows.get(tid) or _NO_FLOWS,
-                    handed_off=handed_off,
+                    task,
+                    specs[(task.queue_id, task.type)],
+                    decision,
+                    reason,
+                    children.get(tid) or _NONE,
+                    flows.get(tid) or _NO_FLOWS,
+                    handed_off,
                 )
             )
         return BatchOutcome(
@@ -151,6 +165,13 @@ class Runner:
         )
 
     def _context(self, task: Task) -> dict[str, str]:
+        if not task.metadata:
+            return {
+                "task_id": task.id or "",
+                "task_type": task.type,
+                "queue_id": task.queue_id,
+                "worker_id": self._worker_id,
+            }
         return {
             **task.log_context,
             "task_id": task.id or "",
@@ -161,9 +182,9 @@ class Runner:
 
     async def _run_one(self, spec: ExecutorSpec, task: Task, book: BatchBook) -> None:
         ctx = self._context(task)
-        actions = Actions(book, self._prepare, task=task, context=ctx, now=self._now)
-        if self._on_started is not None:
-            self._on_started(task)
+        actions = Actions(book, self._prepare, task, ctx, self._now)
+        if self._events:
+            self._events.on_task_started(task)
         if spec.handoff_timeout is None or self.handoff is None:
             await self._invoke(spec, task, actions, ctx, book)
             return
@@ -173,6 +194,29 @@ class Runner:
             book.handed_off.add(task.id or "")
             return
         await job  # finished in time, or not taken (manager full): wait for it here
+
+    async def _run_sequential_sync(
+        self, spec: ExecutorSpec, group: list[Task], book: BatchBook
+    ) -> None:
+        """``_run_one`` for a plain sequential executor without hand-off: the common case,
+        called directly rather than through a coroutine per task."""
+        events = self._events if self._events else None
+        bind, unbind = log_context.CURRENT.set, log_context.CURRENT.reset
+        fn, context, prepare, now = spec.fn, self._context, self._prepare, self._now
+        for task in group:
+            ctx = context(task)
+            actions = Actions(book, prepare, task, ctx, now)
+            if events is not None:
+                events.on_task_started(task)
+            token = bind(ctx)
+            try:
+                returned = fn(task, actions)
+                if returned is not None and inspect.isawaitable(returned):  # a partial of async
+                    await returned
+            except Exception as exc:
+                self._fail_pending(book, [task], exc)
+            finally:
+                unbind(token)
 
     async def _invoke(
         self,
@@ -208,9 +252,9 @@ class Runner:
         actions = Actions(
             book, self._prepare, task=None, context=ctx, now=self._now, batch_key=_group_key(group)
         )
-        if self._on_started is not None:
+        if self._events:
             for task in group:
-                self._on_started(task)
+                self._events.on_task_started(task)
         try:
             with log_context.bound(ctx):
                 if spec.is_async:
@@ -241,20 +285,29 @@ def _group_key(group: Sequence[Task]) -> str:
     return f"{first}\x00batch:{hashlib.sha256(members.encode()).hexdigest()[:16]}"
 
 
-def _segments(tasks: Sequence[Task]) -> list[Sequence[Task]]:
-    """Split a batch where running it grouped by executor would reorder a partition key: a
-    key's records of different types stay in delivery order. With the default key (the task
-    id) nothing is split."""
-    segments: list[Sequence[Task]] = []
+def _segments(tasks: Sequence[Task]) -> list[dict[tuple[str, str], list[Task]]]:
+    """Group a batch by executor, in order of first appearance, and split it where running it
+    grouped would reorder a partition key: a key's records of different types stay in
+    delivery order. With one executor, or the default key (the task id), nothing is split."""
+    segments: list[dict[tuple[str, str], list[Task]]] = []
+    groups: dict[tuple[str, str], list[Task]] = {}
+    group_of_key: dict[str, tuple[str, str]] | None = None  # kept once a 2nd group shows up
     start = 0
-    group_of_key: dict[str, tuple[str, str]] = {}
     for i, task in enumerate(tasks):
-        key = task.partition_key or task.id or ""
         group = (task.queue_id, task.type)
-        if group_of_key.get(key, group) != group:
-            segments.append(tasks[start:i])
-            start = i
-            group_of_key = {}
-        group_of_key[key] = group
-    segments.append(tasks[start:])
+        members = groups.get(group)
+        if members is None and groups and group_of_key is None:
+            first = next(iter(groups))  # every task so far in this segment is of this group
+            group_of_key = {t.partition_key or t.id or "": first for t in tasks[start:i]}
+        if group_of_key is not None:
+            key = task.partition_key or task.id or ""
+            if group_of_key.get(key, group) != group:
+                segments.append(groups)
+                groups, members, group_of_key, start = {}, None, None, i
+            else:
+                group_of_key[key] = group
+        if members is None:
+            groups[group] = members = []
+        members.append(task)
+    segments.append(groups)
     return segments

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import TzInfo
 
 
 class TaskStatus(StrEnum):
@@ -22,6 +23,7 @@ class TaskStatus(StrEnum):
 
 
 _ZERO = timedelta(0)
+_FIXED_OFFSETS = (timezone, TzInfo)
 
 TERMINAL_STATUSES = frozenset(
     {
@@ -115,8 +117,12 @@ class Task(BaseModel):
         if value is None:
             return None
         tz = value.tzinfo
-        # already UTC (ours, or pydantic's own UTC from a "...Z" string): keep it as it is
-        if tz is UTC or (tz is not None and tz.utcoffset(value) == _ZERO):
+        # already UTC (ours, or pydantic's own fixed zero offset from a "...Z" string): keep it
+        # as it is. Only fixed offsets qualify: the engine may compare times under another
+        # zero-offset tzinfo, which a zone that is at +00:00 only part of the year is not.
+        if tz is UTC or (
+            tz is not None and type(tz) in _FIXED_OFFSETS and tz.utcoffset(value) == _ZERO
+        ):
             return value
         return to_utc(value)
 

@@ -147,7 +147,7 @@ class TaskQueue:
             self._prepare_children,
             worker_id=self.worker_id,
             now=self.clock.now,
-            on_started=self._started,
+            events=self.events,
         )
         self.flows = FlowCoordinator(
             clock=self.clock,
@@ -414,10 +414,6 @@ class TaskQueue:
 
     def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:
         return prepare_tasks(tasks, self.registry, self.clock.now(), inherit_context=context)
-
-    def _started(self, task: Task) -> None:
-        if self.events:
-            self.events.on_task_started(task)
 
     # -- reading --------------------------------------------------------------------------
 

@@ -152,10 +152,15 @@ class BatchProcessor:
     ) -> tuple[list[Task], list[Task], list[Task]]:
         """Drop duplicates and cancelled tasks, hold back early ones, set aside expired ones
         and flow deadline sentinels (handled by the framework, not by an executor)."""
-        due: list[Task] = []
-        early: list[Task] = []
         due_by = now + EARLY_TOLERANCE
         seen: set[str] = set()
+        early: list[Task] = []
+        runnable: list[Task] = []
+        expired: list[Task] = []
+        sentinels: list[Task] = []
+        # Tasks are sorted as they come until the first stored one; from there on they wait
+        # for the claims (one store call), so the runnable ones keep their delivery order.
+        awaiting_claims: list[Task] = []
         for task in tasks:
             tid = task.id or ""
             if tid in seen:  # the same record twice in one batch
@@ -164,39 +169,65 @@ class BatchProcessor:
             seen.add(tid)
             # Held back before the claim, so an early record leaves a stored task scheduled
             # (and cancellable) until its time.
-            if task.execute_at is not None and task.execute_at > due_by:
-                early.append(task)
+            execute_at = task.execute_at
+            if execute_at is not None:
+                if execute_at.tzinfo is not due_by.tzinfo:
+                    # Task times are UTC, under pydantic's shared zero-offset tzinfo once
+                    # decoded: under one tzinfo object, comparisons skip two utcoffset() calls.
+                    due_by = due_by.replace(tzinfo=execute_at.tzinfo)
+                if execute_at > due_by:
+                    early.append(task)
+                    continue
+            if awaiting_claims or task.stored:
+                awaiting_claims.append(task)
             else:
-                due.append(task)
+                if self._sort(task, now, runnable, expired, sentinels):
+                    runnable[-1] = await self._with_payload(task)
         if early:
             self._stats.held_back += len(early)
             await self._scheduler.schedule([scheduled(t, now) for t in early])
-        stored = [t for t in due if t.stored]
-        claims = await self._store.claim(stored, now) if stored else {}
-        runnable: list[Task] = []
-        expired: list[Task] = []
-        sentinels: list[Task] = []
+        if not awaiting_claims:
+            return runnable, expired, sentinels
+        stored = [t for t in awaiting_claims if t.stored]
+        claims = await self._store.claim(stored, now)
         repairs: list[Task] = []
-        for task in due:
+        for task in awaiting_claims:
             claim = claims.get(task.id or "")
             if claim is not None and claim.state not in (ClaimState.RUN, ClaimState.ABSENT):
                 self._stats.duplicates_dropped += claim.state is not ClaimState.CANCELLED
                 if claim.state is ClaimState.DONE and claim.stored is not None:
                     repairs.append(claim.stored)
                 logger.info("task %s not run: stored copy is %s", task.id, claim.state.value)
-            elif task.type == TIMEOUT_TYPE and (flow_meta(task) or {}).get("is_timeout"):
-                sentinels.append(task)
-            elif task.expires_at is not None and now >= task.expires_at:
-                expired.append(task)
             else:
-                if blobs.is_blob_ref(task.payload):  # a payload too large for the record
-                    payload = await blobs.resolve(self._blobs, task.payload)
-                    task = task.copy_with(**{"payload": payload})
-                runnable.append(task)
+                if self._sort(task, now, runnable, expired, sentinels):
+                    runnable[-1] = await self._with_payload(task)
         if repairs:  # outcomes recorded before a crash: re-write what may not have landed
             await self._dispatcher.project_rows([_terminal_row(t) for t in repairs], now)
             await self._report_flows(repairs)
         return runnable, expired, sentinels
+
+    @staticmethod
+    def _sort(
+        task: Task,
+        now: datetime,
+        runnable: list[Task],
+        expired: list[Task],
+        sentinels: list[Task],
+    ) -> bool:
+        """File a due task that may run as a flow deadline sentinel, expired, or runnable;
+        return whether it went to ``runnable`` with its payload in the BlobStore."""
+        if task.type == TIMEOUT_TYPE and (flow_meta(task) or {}).get("is_timeout"):
+            sentinels.append(task)
+        elif task.expires_at is not None and now >= task.expires_at:
+            expired.append(task)
+        else:
+            runnable.append(task)
+            return blobs.is_blob_ref(task.payload)  # a payload too large for the record
+        return False
+
+    async def _with_payload(self, task: Task) -> Task:
+        payload = await blobs.resolve(self._blobs, task.payload)
+        return task.copy_with(**{"payload": payload})
 
     async def _post_process(
         self, outcome: BatchOutcome, expired: list[Task], pending_processing: list[Task]
@@ -213,6 +244,7 @@ class BatchProcessor:
         starts: list[FlowStart] = list(outcome.batch_flows)
         handoffs: list[Task] = []
         plain_successes = 0
+        events = bool(self._events)
         for o in outcome.outcomes:
             task = o.task
             if o.handed_off:
@@ -239,7 +271,7 @@ class BatchProcessor:
             if decision.kind == "success":
                 children.extend(o.children)
                 starts.extend(o.flows)
-                if not (task.stored or task.entity or task.metadata or self._events):
+                if not (task.stored or task.entity or task.metadata or events):
                     plain_successes += 1  # nothing to record: no copy needed (the hot path)
                     continue
                 result = await blobs.offload(
@@ -296,6 +328,11 @@ class BatchProcessor:
                     plan = RetryPlan(plan.task.copy_with(**{"stored": True}), plan.at, plan.delay)
                 retries.append(plan)
                 retried.append(failed)
+        if plain_successes == len(outcome.outcomes) and not (
+            expired or children or starts or pending_processing
+        ):  # nothing to write: the common batch of plain tasks
+            self._stats.executed += plain_successes
+            return plain_successes, 0
         expired_done = [
             t.copy_with(**{"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
         ]
@@ -332,7 +369,8 @@ class BatchProcessor:
             for t in (*successes, *finals, *ignored, *expired_done)
             if t.entity is not None
         )
-        await self._dispatcher.project_rows(rows, now)
+        if rows:
+            await self._dispatcher.project_rows(rows, now)
 
         self._stats.executed += len(successes) + plain_successes
         self._stats.failed += len(finals)
@@ -344,7 +382,8 @@ class BatchProcessor:
             self._emit(successes, finals, retry_pairs, ignored, expired, inline)
 
         # 4. flow barriers and joins.
-        await self._report_flows([*successes, *finals, *ignored, *expired_done])
+        if successes or finals or ignored or expired_done:
+            await self._report_flows([*successes, *finals, *ignored, *expired_done])
         return len(successes) + plain_successes, len(finals) + len(retries)
 
     # -- handed-off tasks ----------------------------------------------------------------------

@@ -284,6 +284,8 @@ class TaskBatchProcessor(BatchProcessor):
         self._cut_from: int | None = None
         self._cut_reason = ""
         self._poison: set[int] = set()
+        self._recorded = False
+        """The current sub-batch was recorded, with no poison record and no blocked key in it."""
         self._sub_error: BaseException | None = None
 
     # Powertools' hooks ---------------------------------------------------------------------
@@ -295,6 +297,7 @@ class TaskBatchProcessor(BatchProcessor):
         self._cursor = self._sub_end = 0
         self._cut_from = None
         self._poison = set()
+        self._recorded = False
         self._sub_error = None
         self.sub_batches = self.records_run = 0
 
@@ -308,6 +311,8 @@ class TaskBatchProcessor(BatchProcessor):
         self._cursor += 1
         if index == self._sub_end and self._cut_from is None:
             self._start_sub_batch(index)
+        if self._recorded:  # the common case: nothing in this sub-batch to report or skip
+            return self.success_handler(record, None)
         key = ordering_key(self.source, record)
         self._current_key = key
         if self._cut_from is not None and index >= self._cut_from:
@@ -318,6 +323,9 @@ class TaskBatchProcessor(BatchProcessor):
         if key is not None and key in self._failed_keys:
             blocked = KeyBlockedError(f"an earlier record of key {key!r} was reported")
             return self._report(record, (KeyBlockedError, blocked, None))
+        if self._sub_error is None:
+            # its sub-batch was recorded: a success, without the record handler's round trip
+            return self.success_handler(record=record, result=None)
         return super()._process_record(record)
 
     def failure_handler(self, record: Any, exception: ExceptionInfo) -> Any:
@@ -341,6 +349,8 @@ class TaskBatchProcessor(BatchProcessor):
     # sub-batches ---------------------------------------------------------------------------
 
     def _start_sub_batch(self, start: int) -> None:
+        self._recorded = False
+        blocked_keys = bool(self._failed_keys)
         deliveries, poison, end = self._plan(start)
         self._sub_end = end
         self._poison = poison
@@ -368,40 +378,58 @@ class TaskBatchProcessor(BatchProcessor):
                     exc_info=exc,
                 )
         self.deadline.observe(len(deliveries))
+        # every record of the sub-batch ran and was recorded: each one is simply a success
+        self._recorded = self._sub_error is None and not poison and not blocked_keys
 
     def _plan(self, start: int) -> tuple[list[Delivery], set[int], int]:
         """The next sub-batch from ``start``: its deliveries, the indexes of poison records in
         it, and the index after it. Records of a blocked key are left out (reported later);
         a key whose records would be reordered by the engine's grouping ends the sub-batch."""
         records = self.records
+        source = self.source
+        failed_keys = self._failed_keys
         deliveries: list[Delivery] = []
         poison: set[int] = set()
-        first_seen: dict[tuple[str, str], int] = {}  # executor group -> index of its 1st record
-        last: dict[str, tuple[tuple[str, str], int]] = {}  # key -> (its group, its index)
+        first_group: tuple[str, str] | None = None
+        # Only once a second executor group appears: executor group -> index of its first
+        # record, and key -> (its group, its index).
+        first_seen: dict[tuple[str, str], int] | None = None
+        last: dict[str, tuple[tuple[str, str], int]] = {}
         index = start
         while index < len(records) and len(deliveries) < self.sub_batch_size:
             record = records[index]
-            delivery = to_delivery(self.source, record)
+            delivery = to_delivery(source, record)
             task = delivery.task
             if task is None:
                 poison.add(index)
                 deliveries.append(delivery)
                 index += 1
                 continue
-            key = ordering_key(self.source, record)
-            if key is not None and key in self._failed_keys:
+            # keys matter only once one is blocked, or a second executor group shows up
+            key = ordering_key(source, record) if failed_keys or first_seen is not None else None
+            if key is not None and key in failed_keys:
                 index += 1
                 continue
             group = (task.queue_id, task.type)
-            seen = first_seen.setdefault(group, index)
-            if key is not None:
-                previous = last.get(key)
+            if first_group is None:
+                first_group = group
+            if first_seen is None and group != first_group:
+                first_seen = {first_group: start}
+                for i in range(start, index):  # every record so far is of the first group
+                    k = None if i in poison else ordering_key(source, records[i])
+                    if k is not None and k not in failed_keys:
+                        last[k] = (first_group, i)
+                key = ordering_key(source, record)
+            if first_seen is not None:
+                seen = first_seen.setdefault(group, index)
+                previous = last.get(key) if key is not None else None
                 # The engine runs a batch group by group, in order of first appearance: a key
                 # moving to a group that appeared before its previous record could run out of
                 # order, so the sub-batch ends here.
                 if previous is not None and previous[0] != group and seen < previous[1]:
                     break
-                last[key] = (group, index)
+                if key is not None:
+                    last[key] = (group, index)
             deliveries.append(delivery)
             index += 1
         return deliveries, poison, index

@@ -168,27 +168,28 @@ def to_delivery(source: EventSource, record: Mapping[str, Any]) -> Delivery:
 def _kinesis_delivery(record: Mapping[str, Any]) -> Delivery:
     kinesis = record["kinesis"]
     sequence: str = kinesis["sequenceNumber"]
-    stream = _stream_name(record.get("eventSourceARN") or "")
-    shard = (record.get("eventID") or "").partition(":")[0] or "shard"
+    stream, prefix = _stream_name(record.get("eventSourceARN") or "")
+    event_id = record.get("eventID")
+    # eventID is "<shard id>:<sequence number>": the position is stream/shard/sequence
+    position = prefix + (event_id.replace(":", "/", 1) if event_id else f"shard/{sequence}")
     text: str = kinesis["data"]
-    error: CodecError | None = None
     try:
         # Lambda always sends valid base64; without validation (a regex per record) stray
         # characters are skipped, and whatever is left still has to pass the codec.
         data = binascii.a2b_base64(text)
     except (binascii.Error, ValueError) as exc:
-        data = text.encode("utf-8", "replace")
-        error = CodecError(f"kinesis.data is not base64: {exc}", reason="malformed")
-    delivery = Delivery(
-        queue_id=stream,
-        data=data,
-        position=f"{stream}/{shard}/{sequence}",
-        partition_key=kinesis["partitionKey"],
-        token=sequence,
-    )
-    if error is not None:
-        delivery.error = error
+        delivery = Delivery(
+            stream,
+            text.encode("utf-8", "replace"),
+            position,
+            None,
+            None,
+            kinesis["partitionKey"],
+            sequence,
+        )
+        delivery.error = CodecError(f"kinesis.data is not base64: {exc}", reason="malformed")
         return delivery
+    delivery = Delivery(stream, data, position, None, None, kinesis["partitionKey"], sequence)
     try:
         delivery.task = decode_task(data)
     except CodecError as exc:
@@ -218,10 +219,11 @@ def _sqs_delivery(record: Mapping[str, Any]) -> Delivery:
 
 
 @functools.lru_cache(maxsize=64)
-def _stream_name(arn: str) -> str:
-    """``arn:aws:kinesis:<region>:<account>:stream/<name>`` -> ``<name>``."""
+def _stream_name(arn: str) -> tuple[str, str]:
+    """``arn:aws:kinesis:<region>:<account>:stream/<name>`` -> ``<name>`` and ``<name>/``."""
     _, _, name = arn.rpartition(":stream/")
-    return name or arn or "kinesis"
+    name = name or arn or "kinesis"
+    return name, name + "/"
 
 
 def _queue_url(arn: str) -> str:
