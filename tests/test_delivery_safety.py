@@ -13,6 +13,9 @@ from _support import USER, EventRecorder, WorkerKilled, make_task
 
 from tq_aws import Actions, ProjectionRow, Task, TaskQueue, TaskStatus
 from tq_aws.core.codec import encode_task
+from tq_aws.core.poison import PoisonRecord
+from tq_aws.errors import CodecError
+from tq_aws.ports import Delivery
 from tq_aws.testing import FaultInjector, ManualClock, run_until_idle_through_crashes
 
 
@@ -318,6 +321,54 @@ async def test_a_batch_of_only_poison_is_consumed(app: TaskQueue) -> None:
     assert app.transport.pending() == 0
     assert await app.run_until_idle() == 0
     assert len(app.poison) == 2
+
+
+async def test_poison_is_kept_in_the_poison_store_once_however_often_it_comes(
+    app: TaskQueue,
+) -> None:
+    app.transport.put_raw("q", b"garbage")
+    await app.run_until_idle()
+    [kept] = await app.poison_records()
+    assert (kept.queue_id, kept.position, kept.data) == ("q", "memory:q:1", b"garbage")
+    # the same record delivered again (a redelivered batch) is the same poison record
+    await app.processor.process(
+        [
+            Delivery(
+                queue_id="q",
+                data=b"garbage",
+                position="memory:q:1",
+                error=CodecError("x", reason="malformed"),
+            )
+        ]
+    )
+    assert await app.poison_records() == [kept]
+    assert app.stats.poison == 2  # sightings are still counted
+
+
+async def test_a_batch_whose_poison_could_not_be_kept_runs_nothing_and_comes_again(
+    app: TaskQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = Runs()
+    app.executor("q", "t")(runs.run)
+    app.transport.put_raw("q", b"garbage")
+    [tid] = await app.add_tasks([make_task(payload="after")])
+    original = app.poison_store.record
+    calls = {"n": 0}
+
+    async def record(records: Sequence[PoisonRecord]) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ConnectionError("poison table unavailable")
+        await original(records)
+
+    monkeypatch.setattr(app.poison_store, "record", record)
+    with pytest.raises(ConnectionError):
+        await app.run_until_idle()
+    assert runs.ids == [] and await app.poison_records() == []
+
+    await app.run_until_idle()  # the batch was given back: both come again
+    assert runs.ids == [tid]
+    assert [p.data for p in await app.poison_records()] == [b"garbage"]
 
 
 # -- crashes between writes ----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from tq_aws.core.actions import Actions
 from tq_aws.core.flows import FlowStatus, Join
 from tq_aws.core.lifecycle import LifecycleListener
+from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task, TaskStatus
 from tq_aws.engine.app import TaskQueue
@@ -14,6 +15,7 @@ __all__ = [
     "FlowStatus",
     "Join",
     "LifecycleListener",
+    "PoisonRecord",
     "ProjectionRow",
     "Task",
     "TaskQueue",

@@ -1,4 +1,4 @@
-"""The ``tq-aws`` command: ``demo`` and ``worker``."""
+"""The ``tq-aws`` command: ``demo``, ``worker`` and ``poison``."""
 
 from __future__ import annotations
 
@@ -62,6 +62,29 @@ async def _run_ecs_worker(app: TaskQueue, args: argparse.Namespace) -> None:
         await app.aclose()
 
 
+async def _show_poison(app: TaskQueue, limit: int, *, as_json: bool) -> int:
+    """Print the app's kept poison records: a table, or JSON lines."""
+    try:
+        records = await app.poison_records(limit)
+    finally:
+        await app.aclose()
+    if as_json:
+        for record in records:
+            print(record.model_dump_json())
+        return 0
+    if not records:
+        print("no poison records")
+        return 0
+    for record in records:
+        preview = record.data[:60].decode("utf-8", "replace").replace("\n", " ")
+        print(
+            f"{record.seen_at.isoformat(timespec='seconds')}  {record.reason:<15}  "
+            f"{record.queue_id} {record.position}  ({len(record.data)} bytes)\n"
+            f"    {record.error}\n    data: {preview!r}"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tq-aws", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -96,7 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="TRIM_HORIZON",
         help="where shards without a checkpoint are read from",
     )
+    poison = sub.add_parser(
+        "poison", help="list the records an app's workers could not decode, newest first"
+    )
+    poison.add_argument("--app", required=True, help="module:attribute of the TaskQueue")
+    poison.add_argument("--limit", type=int, default=20, help="how many records (20)")
+    poison.add_argument(
+        "--json", action="store_true", help="one JSON object per line, bytes as base64"
+    )
     args = parser.parse_args(argv)
+    if args.command == "poison":
+        return asyncio.run(_show_poison(load_app(args.app), args.limit, as_json=args.json))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if args.command == "demo":
         from tq_aws.demo import run_demo

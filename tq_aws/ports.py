@@ -10,6 +10,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
+from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task
 from tq_aws.errors import CodecError
@@ -173,4 +174,17 @@ class FlowStore(Protocol):
 
     async def release_results(self, flow_id: str) -> None:
         """Drop the step results of a closed flow once its join is dispatched."""
+        ...
+
+
+class PoisonStore(Protocol):
+    """Records that could not be decoded, kept for operators (raw bytes, reason, position)."""
+
+    async def record(self, records: Sequence[PoisonRecord]) -> None:
+        """Keep each record unless one with its source and position is kept already (the
+        first sighting wins). Safe to repeat."""
+        ...
+
+    async def recent(self, limit: int = 100) -> list[PoisonRecord]:
+        """The most recently first seen records, newest first, at most ``limit``."""
         ...

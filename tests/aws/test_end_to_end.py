@@ -576,6 +576,7 @@ async def test_poison_record_is_kept_and_the_rest_runs(make_app: MakeApp) -> Non
     assert (poison.data, poison.reason) == (b"not a record", "malformed")
     assert app.stats.poison == 1
     assert await app.run_until_idle() == 0  # not delivered again
+    assert await app.poison_records() == [poison]  # kept in the app's poison store
 
 
 async def test_add_tasks_sync_from_a_plain_function(make_app: MakeApp) -> None:

@@ -438,6 +438,35 @@ def test_poison_in_a_failed_sub_batch_is_still_not_reported() -> None:
     assert [p.position.rsplit("/", 1)[-1] for p in app.poison] == ["7"]
 
 
+def test_poison_that_could_not_be_kept_is_reported_with_its_sub_batch() -> None:
+    app = TaskQueue()
+    log: list[tuple[str, int]] = []
+    ordered_log(app, log)
+    handler = app.lambda_handler(sub_batch_size=5)
+    handler.run(app.add_tasks(keyed_tasks({"a": 1, "b": 1})))
+    good = drain_memory_kinesis(app)
+    records = [good[0], kinesis_record(b"garbage", "c", "7"), good[1]]
+    original = app.poison_store.record
+
+    async def unavailable(records: Any) -> None:
+        raise ConnectionError("poison table unavailable")
+
+    app.poison_store.record = unavailable  # type: ignore[method-assign]
+    response = handler({"Records": records}, Context())
+
+    # nothing was recorded: the whole sub-batch, poison included, comes again
+    assert reported_identifiers(response) == [r["kinesis"]["sequenceNumber"] for r in records]
+    assert log == []
+
+    app.poison_store.record = original  # type: ignore[method-assign]
+    response = handler({"Records": records}, Context())  # Lambda delivers them again
+
+    assert response == {"batchItemFailures": []}
+    assert sorted(log) == [("a", 0), ("b", 0)]
+    [kept] = handler.run(app.poison_records())
+    assert (kept.data, kept.position) == (b"garbage", f"tq-memory/{SHARD}/7")
+
+
 def test_no_sub_batch_starts_that_the_remaining_time_cannot_finish() -> None:
     app = TaskQueue()
     log: list[tuple[str, int]] = []

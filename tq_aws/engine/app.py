@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from tq_aws.backends.memory import (
     MemoryBlobStore,
     MemoryFlowStore,
+    MemoryPoisonStore,
     MemoryProjectionStore,
     MemoryScheduler,
     MemoryTaskStore,
@@ -28,6 +29,7 @@ from tq_aws.core import log_context
 from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, PartitionKeyFn, make_spec
 from tq_aws.core.flows import FlowStatus
 from tq_aws.core.lifecycle import LifecycleBus, LifecycleListener
+from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import ProjectionRow, build_row
 from tq_aws.core.retry import DEFAULT_RETRY_AFTER
@@ -37,12 +39,13 @@ from tq_aws.engine import blobs
 from tq_aws.engine.dispatch import Dispatcher, schedule_name
 from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.handoff import AsyncTaskManager
-from tq_aws.engine.processor import BatchProcessor, PoisonRecord
+from tq_aws.engine.processor import BatchProcessor
 from tq_aws.engine.stats import Stats
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import (
     BlobStore,
     FlowStore,
+    PoisonStore,
     PollingSource,
     ProjectionStore,
     Scheduler,
@@ -67,8 +70,8 @@ class TaskQueue:
     Args:
         clock: the source of "now" (``tq_aws.testing.ManualClock`` in tests).
         batch_size: how many records one delivered batch holds at most.
-        transport, task_store, projection_store, flow_store, scheduler, blob_store: backends
-            for the ports; each defaults to its memory backend.
+        transport, task_store, projection_store, flow_store, scheduler, blob_store,
+            poison_store: backends for the ports; each defaults to its memory backend.
         source: what ``run_until_idle`` and ``run_worker`` pull batches from; defaults to the
             transport when it can be polled (the memory transport can).
         result_limit: results larger than this many bytes (JSON) go to the blob store.
@@ -100,6 +103,7 @@ class TaskQueue:
         flow_store: FlowStore | None = None,
         scheduler: Scheduler | None = None,
         blob_store: BlobStore | None = None,
+        poison_store: PoisonStore | None = None,
         source: PollingSource | None = None,
         result_limit: int = blobs.DEFAULT_RESULT_LIMIT,
         processing_grace: float = 0.0,
@@ -117,6 +121,7 @@ class TaskQueue:
         self.flow_store: FlowStore = flow_store or MemoryFlowStore()
         self.scheduler: Scheduler = scheduler or MemoryScheduler(self.transport)
         self.blob_store: BlobStore = blob_store or MemoryBlobStore()
+        self.poison_store: PoisonStore = poison_store or MemoryPoisonStore()
         self.source: PollingSource | None = source
         if source is None and all(hasattr(self.transport, m) for m in ("receive", "ack", "nack")):
             self.source = self.transport  # type: ignore[assignment]
@@ -169,6 +174,7 @@ class TaskQueue:
             scheduler=self.scheduler,
             task_store=self.task_store,
             blob_store=self.blob_store,
+            poison_store=self.poison_store,
             events=self.events,
             stats=self.stats,
             result_limit=result_limit,
@@ -465,8 +471,14 @@ class TaskQueue:
 
     @property
     def poison(self) -> list[PoisonRecord]:
-        """Records that could not be decoded, with their bytes, reason and position."""
+        """Records this process could not decode, with their bytes, reason and position
+        (``poison_records`` reads what every worker kept)."""
         return self.processor.poison
+
+    async def poison_records(self, limit: int = 100) -> list[PoisonRecord]:
+        """The poison records kept in the poison store by every worker, newest first: what
+        ``tq-aws poison`` shows. A record delivered again is kept once."""
+        return await self.poison_store.recent(limit)
 
     # -- running locally -----------------------------------------------------------------
 

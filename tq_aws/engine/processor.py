@@ -28,6 +28,7 @@ from tq_aws.core.actions import NO_DECISION, BatchBook, Decision
 from tq_aws.core.executors import ExecutorRegistry, ExecutorSpec
 from tq_aws.core.flows import TIMEOUT_TYPE, FlowStart, flow_meta
 from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.retry import RetryPlan, plan_retry
 from tq_aws.core.runner import BatchOutcome, Runner, TaskOutcome
 from tq_aws.core.task import Task, TaskStatus
@@ -36,27 +37,21 @@ from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
 from tq_aws.engine.flows import FlowCoordinator, step_result
 from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.engine.stats import Stats
-from tq_aws.ports import BlobStore, ClaimState, Delivery, ScheduledTask, Scheduler, TaskStore
+from tq_aws.ports import (
+    BlobStore,
+    ClaimState,
+    Delivery,
+    PoisonStore,
+    ScheduledTask,
+    Scheduler,
+    TaskStore,
+)
 
 logger = logging.getLogger("tq_aws.processor")
 
 EARLY_TOLERANCE = timedelta(milliseconds=1)
 WATCHDOG_MARGIN = 60.0
 """Seconds past a handed-off task's maximum duration before its record is delivered again."""
-
-
-class PoisonRecord:
-    """A record that could not be decoded, kept with its bytes, reason and position."""
-
-    __slots__ = ("data", "error", "position", "queue_id", "reason", "seen_at")
-
-    def __init__(self, delivery: Delivery, seen_at: datetime):
-        self.queue_id = delivery.queue_id
-        self.position = delivery.position
-        self.data = delivery.data
-        self.reason = delivery.error.reason if delivery.error else "unknown"
-        self.error = str(delivery.error)
-        self.seen_at = seen_at
 
 
 class BatchProcessor:
@@ -73,6 +68,7 @@ class BatchProcessor:
         scheduler: Scheduler,
         task_store: TaskStore,
         blob_store: BlobStore,
+        poison_store: PoisonStore,
         events: LifecycleBus,
         stats: Stats,
         result_limit: int,
@@ -87,6 +83,7 @@ class BatchProcessor:
         self._scheduler = scheduler
         self._store = task_store
         self._blobs = blob_store
+        self._poison_store = poison_store
         self._events = events
         self._stats = stats
         self._result_limit = result_limit
@@ -94,17 +91,23 @@ class BatchProcessor:
         self._async_tasks = async_tasks
         runner.handoff = self.accept_handoff
         self.poison: list[PoisonRecord] = []
+        """The poison records this process has seen (the store keeps everyone's)."""
 
     async def process(self, deliveries: Sequence[Delivery]) -> None:
         """Process a batch; raises only when an outcome could not be recorded (redeliver then)."""
         started = time.perf_counter()
         now = self._clock.now()
         tasks: list[Task] = []
+        poison: list[PoisonRecord] = []
         for d in deliveries:
             if d.task is None:
-                self._poison(d, now)
+                poison.append(self._poison(d, now))
             else:
                 tasks.append(d.task)
+        if poison:  # kept before anything runs: if this write fails, the batch comes again
+            await self._poison_store.record(poison)
+            self.poison.extend(poison)
+            self._stats.poison += len(poison)
         if not tasks:
             return
         queue_id = tasks[0].queue_id
@@ -139,13 +142,20 @@ class BatchProcessor:
         await asyncio.sleep(self._processing_grace)
         await self._dispatcher.project(tasks, "processing", now)
 
-    def _poison(self, delivery: Delivery, now: datetime) -> None:
-        record = PoisonRecord(delivery, now)
-        self.poison.append(record)
-        self._stats.poison += 1
+    def _poison(self, delivery: Delivery, now: datetime) -> PoisonRecord:
+        error = delivery.error
+        record = PoisonRecord(
+            queue_id=delivery.queue_id,
+            position=delivery.position,
+            reason=error.reason if error is not None else "unknown",
+            error=str(error),
+            data=delivery.data,
+            seen_at=now,
+        )
         logger.error(
             "undecodable record at %s (%s): %s", record.position, record.reason, record.error
         )
+        return record
 
     async def _admit(
         self, tasks: list[Task], now: datetime

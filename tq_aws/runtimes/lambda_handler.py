@@ -43,9 +43,11 @@ reported messages come back (FIFO groups keep their order, standard queues promi
 Poison records
 --------------
 A record that cannot be decoded (not base64, not codec JSON, an unknown codec version, an
-invalid task) is recorded in ``app.poison`` with its raw bytes, reason and position, counted in
-``app.stats.poison``, and reported as a success: it never blocks the records behind it, its key
-included, and it does not come back forever.
+invalid task) is kept in the app's poison store (DynamoDB on AWS) with its raw bytes, reason
+and position, before anything of its sub-batch runs; it is counted in ``app.stats.poison`` and
+reported as a success: it never blocks the records behind it, its key included, and it does not
+come back forever. ``tq-aws poison`` and ``app.poison_records()`` list what was kept. Only when
+the poison store write itself fails is the record reported, with the rest of its sub-batch.
 
 Time
 ----
@@ -362,12 +364,15 @@ class TaskBatchProcessor(BatchProcessor):
             return
         self.sub_batches += 1
         self.records_run += len(deliveries)
+        kept_before = len(self.app.processor.poison)
         with _subsegment(self.tracer, "## tq_aws sub-batch") as annotate:
             annotate("records", len(deliveries))
             try:
                 _run(self.app.processor.process(deliveries))
             except Exception as exc:
                 self._sub_error = exc
+                if len(self.app.processor.poison) - kept_before < len(poison):
+                    self._poison = set()  # not kept either: reported with the rest, to come again
                 annotate("not_recorded", True)
                 logger.warning(
                     "outcomes of %d record(s) (%s .. %s) could not be recorded; they are "

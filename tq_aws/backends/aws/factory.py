@@ -150,7 +150,7 @@ def build(
         simulate_firing=simulate,
     )
     table = dynamodb_table_name(table)
-    stores = dynamodb.build_stores(table, settings, blob_store=blob_store)
+    stores = dynamodb.build_stores(table, settings, blob_store=blob_store, now=clock.now)
     app = TaskQueue(
         clock=clock,
         transport=transport,
@@ -158,6 +158,7 @@ def build(
         task_store=stores.tasks,
         projection_store=stores.projections,
         flow_store=stores.flows,
+        poison_store=stores.poisons,
         scheduler=scheduler,
         blob_store=blobs,
         **options,

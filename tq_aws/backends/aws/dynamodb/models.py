@@ -1,7 +1,7 @@
-"""pynamodb models of the one-table layout, and what the three DynamoDB stores share.
+"""pynamodb models of the one-table layout, and what the four DynamoDB stores share.
 
 pynamodb keeps a model's table, region and endpoint on the class (``Meta``), so the models are
-built per table by ``table_models``; the four models of one table share one connection (one
+built per table by ``table_models``; the five models of one table share one connection (one
 botocore client). Every call goes through ``TableModels.execute`` (or a pynamodb
 ``TransactWrite``) in a worker thread, so the stores' async methods never block the event loop.
 
@@ -13,6 +13,7 @@ Keys (docs/aws.md, "DynamoDB layout"):
 | projection row | ``ENTITY#<type>#<id>`` | ``TASK#<task or flow id>`` |
 | flow barrier | ``FLOW#<id>`` | ``FLOW`` |
 | step result | ``FLOW#<id>`` | ``STEP#<index, 8 digits>`` |
+| poison record | ``POISON#<yyyy-mm-dd of seen_at, UTC>`` | ``<poison key, 32 hex>`` |
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 import botocore.session
@@ -49,6 +50,7 @@ T = TypeVar("T")
 TASK_SK = "TASK"
 FLOW_SK = "FLOW"
 STEP_PREFIX = "STEP#"
+POISON_PREFIX = "POISON#"
 TTL_ATTRIBUTE = "ttl"
 DYNAMODB_ITEM_MAX = 400_000
 """The largest ``item_limit`` accepted: DynamoDB's item limit is 400 KB, attribute names and
@@ -79,6 +81,10 @@ def flow_pk(flow_id: str) -> str:
 
 def step_sk(index: int) -> str:
     return f"{STEP_PREFIX}{index:08d}"
+
+
+def poison_pk(day: date) -> str:
+    return f"{POISON_PREFIX}{day.isoformat()}"
 
 
 class ItemTooLargeError(TqError, ValueError):
@@ -119,7 +125,7 @@ class TableModels:
 
     Attributes:
         table: the table name.
-        task, projection, flow, step: the model classes of the four item kinds.
+        task, projection, flow, step, poison: the model classes of the five item kinds.
         connection: the pynamodb ``TableConnection`` they share.
     """
 
@@ -128,6 +134,7 @@ class TableModels:
     projection: Any
     flow: Any
     step: Any
+    poison: Any
     connection: Any
 
     def execute(self, operation: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -189,8 +196,8 @@ def table_models(table: str, settings: AwsSettings) -> TableModels:
         max_retry_attempts = max(0, settings.max_attempts - 1)
         max_pool_connections = MAX_CONCURRENCY
 
-    # ``doc`` is the JSON of the task, row or step; ``blobs`` names its fields that the store
-    # moved to the blob store. Beside it are the attributes that conditions read.
+    # ``doc`` is the JSON of the task, row, step or poison record; ``blobs`` names its fields
+    # that the store moved to the blob store. Beside it are the attributes that conditions read.
     task = _model(
         "TaskItem",
         Meta,
@@ -231,15 +238,23 @@ def table_models(table: str, settings: AwsSettings) -> TableModels:
         doc=UnicodeAttribute(),
         blobs=UnicodeSetAttribute(null=True),
     )
+    poison = _model(
+        "PoisonItem",
+        Meta,
+        seen_at=UnicodeAttribute(),
+        reason=UnicodeAttribute(),
+        doc=UnicodeAttribute(),
+        blobs=UnicodeSetAttribute(null=True),
+    )
     connection = task._get_connection()
-    for model in (projection, flow, step):
+    for model in (projection, flow, step, poison):
         model._connection = connection  # one botocore client for the table
     # Create the client now (not racing in worker threads), from one shared botocore session:
     # pynamodb would load a fresh session's service data for every table (about 0.25 s).
     with _session_lock:
         connection.connection._local.session = _botocore_session()
         connection.connection.client  # noqa: B018
-    return TableModels(table, task, projection, flow, step, connection)
+    return TableModels(table, task, projection, flow, step, poison, connection)
 
 
 _session: Any = None
