@@ -41,6 +41,7 @@ from tq_aws.backends.aws.dynamodb.models import (
     in_thread,
     iso,
     pack,
+    query_all,
     step_sk,
     table_models,
     unpack,
@@ -200,18 +201,9 @@ class DynamoFlowStore:
 
     async def results(self, flow_id: str) -> list[StepResult]:
         """Every recorded step result, sorted by step index (paginated query of ``STEP#``)."""
-        raws: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while True:
-            self.requests["Query"] += 1
-            page, start = await in_thread(
-                lambda s=start: self.models.query_page(
-                    flow_pk(flow_id), sk_prefix=STEP_PREFIX, start=s
-                )
-            )
-            raws.extend(page)
-            if start is None:
-                break
+        raws = await query_all(
+            self.models, flow_pk(flow_id), sk_prefix=STEP_PREFIX, requests=self.requests
+        )
         steps = await gather_all(self._decode_step(raw) for raw in raws)
         return sorted(steps, key=lambda s: s.step_index)
 

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import json
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -297,6 +298,23 @@ def _executor() -> ThreadPoolExecutor:
             # everything else, which would cap concurrent DynamoDB calls at 6 on two cores.
             _pool = ThreadPoolExecutor(MAX_CONCURRENCY, thread_name_prefix="tq-dynamodb")
         return _pool
+
+
+async def query_all(
+    models: TableModels, pk: str, *, sk_prefix: str | None, requests: Counter[str]
+) -> list[dict[str, Any]]:
+    """Every item of ``pk`` (with ``sk_prefix``), page by page, strongly consistent; each
+    page counts one ``Query`` in ``requests``."""
+    raws: list[dict[str, Any]] = []
+    start: dict[str, Any] | None = None
+    while True:
+        requests["Query"] += 1
+        page, start = await in_thread(
+            lambda s=start: models.query_page(pk, sk_prefix=sk_prefix, start=s)
+        )
+        raws.extend(page)
+        if start is None:
+            return raws
 
 
 async def in_thread(fn: Callable[..., T], /, *args: Any) -> T:

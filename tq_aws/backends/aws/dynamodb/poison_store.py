@@ -18,6 +18,7 @@ from tq_aws.backends.aws.dynamodb.models import (
     in_thread,
     pack,
     poison_pk,
+    query_all,
     table_models,
     unpack,
     validate_limits,
@@ -112,17 +113,7 @@ class DynamoPoisonStore:
         return ordered[:limit]
 
     async def _day(self, day: date) -> list[PoisonRecord]:
-        pk = poison_pk(day)
-        raws: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while True:
-            self.requests["Query"] += 1
-            page, start = await in_thread(
-                lambda s=start: self.models.query_page(pk, sk_prefix=None, start=s)
-            )
-            raws.extend(page)
-            if start is None:
-                break
+        raws = await query_all(self.models, poison_pk(day), sk_prefix=None, requests=self.requests)
         return await gather_all(self._decode(raw) for raw in raws)
 
     async def _put(self, record: PoisonRecord) -> bool:

@@ -16,6 +16,7 @@ from tq_aws.backends.aws.dynamodb.models import (
     in_thread,
     pack,
     projection_sk,
+    query_all,
     table_models,
     unpack,
     validate_limits,
@@ -82,16 +83,7 @@ class DynamoProjectionStore:
     async def for_entity(self, entity: Entity) -> list[ProjectionRow]:
         """The entity's rows, oldest first (``created_at``, then task id)."""
         pk = entity_pk(entity.type, entity.id)
-        raws: list[dict[str, Any]] = []
-        start: dict[str, Any] | None = None
-        while True:
-            self.requests["Query"] += 1
-            page, start = await in_thread(
-                lambda s=start: self.models.query_page(pk, sk_prefix="TASK#", start=s)
-            )
-            raws.extend(page)
-            if start is None:
-                break
+        raws = await query_all(self.models, pk, sk_prefix="TASK#", requests=self.requests)
         rows = await gather_all(self._decode(raw) for raw in raws)
         # ``<type>#<id>`` keys of two entities can coincide when a '#' is in a type or id.
         mine = [r for r in rows if (r.entity_type, r.entity_id) == (entity.type, entity.id)]
