@@ -1,16 +1,14 @@
-from __future__ import annotations
+"""Fixtures every test can use; the moto fixtures come from the ``tests.support.aws`` plugin."""
 
-import sys
-from pathlib import Path
+from __future__ import annotations
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from _support import EventRecorder
-
+from tests.support.events import EventRecorder
 from tq_aws import TaskQueue
 from tq_aws.testing import ManualClock
+
+pytest_plugins = ["tests.support.aws"]
 
 
 @pytest.fixture

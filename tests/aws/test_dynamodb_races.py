@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from aws.conftest import unique
+from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import DynamoFlowStore, DynamoTaskStore, ensure_table
 from tq_aws.core.flows import FlowRecord, FlowState, Join, RecordOutcome, StepResult

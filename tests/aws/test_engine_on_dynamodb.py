@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aws.conftest import REGION, unique
+from tests.support.aws import REGION, unique
 from tq_aws import Actions, Entity, Task, TaskQueue
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import build_stores, ensure_table

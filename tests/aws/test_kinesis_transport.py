@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from tests.support.aws import unique
 from tq_aws import TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.kinesis import (
@@ -30,8 +31,6 @@ from tq_aws.core.codec import decode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import Delivery
-
-from .conftest import unique
 
 QUEUE = "media"
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.aws import unique
 from tq_aws import TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.sqs import (
@@ -35,8 +36,6 @@ from tq_aws.core.codec import decode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import CodecError, ConfigurationError
 from tq_aws.ports import Delivery
-
-from .conftest import unique
 
 QUEUE = "emails"
 

@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aws.conftest import unique
 
+from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.s3 import BlobNotFoundError, InvalidBlobRefError, S3BlobStore
 from tq_aws.backends.memory.blob_store import MemoryBlobStore

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from aws.conftest import REGION, unique
 from pynamodb.exceptions import CancellationReason
 
+from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import (
     DynamoFlowStore,

@@ -9,8 +9,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import pytest
-from aws.conftest import unique
 
+from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.schedule_firing import fire_due_schedules

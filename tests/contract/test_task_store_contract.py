@@ -9,8 +9,8 @@ from typing import Any
 
 import boto3
 import pytest
-from aws.conftest import REGION, unique
 
+from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import DynamoTaskStore, ItemTooLargeError, ensure_table
 from tq_aws.backends.memory import MemoryBlobStore, MemoryTaskStore

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aws.conftest import unique
 
+from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.kinesis import KinesisSource, KinesisTransport
 from tq_aws.backends.aws.routing import Routing

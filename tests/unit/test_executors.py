@@ -11,9 +11,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from _support import USER, EventRecorder, make_task
 from pydantic import BaseModel
 
+from tests.support.events import USER, EventRecorder, make_task
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
 from tq_aws.core.actions import NO_DECISION
 from tq_aws.errors import ConfigurationError

@@ -1,4 +1,4 @@
-"""Shared helpers for the test suite (imported by test modules as ``_support``)."""
+"""Shared helpers for the test suite (``from tests.support.events import ...``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The TaskQueue run by the worker process tests (``tq-aws worker --app
-tests.aws.worker_app:app``), configured by ``TQ_*`` variables like any deployed app.
+tests.support.worker_app:app``), configured by ``TQ_*`` variables like any deployed app.
 
 Every execution is recorded in ``$TQ_TEST_LOG/<TQ_TEST_NAME>.jsonl`` (one JSON line per event:
 ``start``, ``held``, ``done``, with the wall-clock time), written unbuffered so that a process

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _support import USER, EventRecorder, make_task
 from pydantic import BaseModel
 
+from tests.support.events import USER, EventRecorder, make_task
 from tq_aws import Actions, Entity, ProjectionRow, Task, TaskQueue, TaskStatus
 from tq_aws.core.actions import NO_DECISION
 from tq_aws.errors import TaskValidationError

@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from _support import EventRecorder
 
+from tests.support.events import EventRecorder
 from tq_aws import Actions, Entity, Join, Task, TaskQueue, TaskStatus
 from tq_aws.core.flows import TIMEOUT_TYPE, join_task_id, timeout_task_id
 from tq_aws.engine.blobs import is_blob_ref

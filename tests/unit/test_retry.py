@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from _support import USER, EventRecorder, make_task
 
+from tests.support.events import USER, EventRecorder, make_task
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
 from tq_aws.core.retry import MAX_DELAY_SECONDS, backoff_seconds
 from tq_aws.testing import ManualClock

@@ -6,9 +6,9 @@ import logging
 import uuid
 
 import pytest
-from _support import EventRecorder, make_task
 from pydantic import BaseModel
 
+from tests.support.events import EventRecorder, make_task
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
 from tq_aws.core.actions import NO_DECISION
 from tq_aws.testing import ManualClock

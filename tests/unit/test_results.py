@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from _support import USER, EventRecorder, make_task
 from pydantic import BaseModel
 
+from tests.support.events import USER, EventRecorder, make_task
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
 from tq_aws.engine.blobs import DEFAULT_RESULT_LIMIT, MARKER
 from tq_aws.errors import ResultNotSerializableError

@@ -7,8 +7,8 @@ import logging
 import threading
 
 import pytest
-from _support import make_task
 
+from tests.support.events import make_task
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.core import log_context
 from tq_aws.core.log_context import LogContextFilter, render, sanitize

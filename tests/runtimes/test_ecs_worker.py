@@ -1,6 +1,6 @@
 """The ECS worker on moto: in-process workers (leases, balancing, lost leases, reshards, SQS
 heartbeats and hand-backs, the grace period), then worker processes killed with SIGKILL and
-stopped with SIGTERM (``tq-aws worker --app tests.aws.worker_app:app``).
+stopped with SIGTERM (``tq-aws worker --app tests.support.worker_app:app``).
 
 Every wait is bounded and polls for a state; no assertion depends on how long something took.
 """
@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.aws import unique
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.dynamodb import ensure_table
@@ -30,8 +31,6 @@ from tq_aws.core.codec import decode_task
 from tq_aws.errors import ConfigurationError
 from tq_aws.runtimes.ecs_worker import EcsWorker, WorkerReport
 from tq_aws.runtimes.leases import DynamoLeaseStore, Lease
-
-from .conftest import unique
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {
@@ -471,7 +470,7 @@ class Processes:
             "tq_aws.cli",
             "worker",
             "--app",
-            "tests.aws.worker_app:app",
+            "tests.support.worker_app:app",
             "--worker-id",
             name,
             "--lease-seconds",

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from _support import USER, make_task
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.events import USER, make_task
 from tq_aws import Actions, Entity, ProjectionRow, Task, TaskQueue
 from tq_aws.backends.memory import MemoryProjectionStore
 from tq_aws.core.projections import RANKS, build_row

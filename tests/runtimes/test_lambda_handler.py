@@ -23,6 +23,7 @@ import boto3
 import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
+from tests.support.aws import REGION, unique
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.sqs import encode_body
 from tq_aws.core.task import TaskStatus
@@ -38,8 +39,6 @@ from tq_aws.runtimes.lambda_handler import (
     reported_identifiers,
 )
 from tq_aws.runtimes.lambda_records import LambdaEventError
-
-from .conftest import REGION, unique
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/tq-consumer"

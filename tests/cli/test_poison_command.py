@@ -7,9 +7,9 @@ import base64
 import json
 from datetime import UTC, datetime, timedelta
 
-import poison_app
 import pytest
 
+from tests.support import poison_app
 from tq_aws.cli import main
 from tq_aws.core.poison import PoisonRecord
 
@@ -34,13 +34,13 @@ def _record(n: int, data: bytes) -> PoisonRecord:
 def test_lists_the_kept_records_newest_first(capsys: pytest.CaptureFixture[str]) -> None:
     _keep(_record(1, b'{"v": 9}'), _record(2, b"\xff\xfe binary"))
 
-    assert main(["poison", "--app", "poison_app:app", "--limit", "5"]) == 0
+    assert main(["poison", "--app", "tests.support.poison_app:app", "--limit", "5"]) == 0
 
     out = capsys.readouterr().out
     assert out.index("shardId-000000000000/2") < out.index("shardId-000000000000/1")
     assert "unknown_version" in out and "codec version 9" in out and "(8 bytes)" in out
 
-    assert main(["poison", "--app", "poison_app:app", "--json", "--limit", "1"]) == 0
+    assert main(["poison", "--app", "tests.support.poison_app:app", "--json", "--limit", "1"]) == 0
     [line] = capsys.readouterr().out.splitlines()
     doc = json.loads(line)
     assert doc["position"].endswith("/2")
@@ -49,5 +49,5 @@ def test_lists_the_kept_records_newest_first(capsys: pytest.CaptureFixture[str])
 
 def test_an_empty_store_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     poison_app.app.poison_store = type(poison_app.app.poison_store)()
-    assert main(["poison", "--app", "poison_app:app"]) == 0
+    assert main(["poison", "--app", "tests.support.poison_app:app"]) == 0
     assert capsys.readouterr().out.strip() == "no poison records"

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import ensure_table
 from tq_aws.runtimes.leases import (
@@ -21,8 +22,6 @@ from tq_aws.runtimes.leases import (
     pad_sequence,
     plan_round,
 )
-
-from .conftest import unique
 
 STREAM = "tq-tasks"
 NOW = 1_800_000_000.0

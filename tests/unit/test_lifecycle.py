@@ -6,8 +6,8 @@ import logging
 from datetime import timedelta
 
 import pytest
-from _support import EventRecorder, make_task
 
+from tests.support.events import EventRecorder, make_task
 from tq_aws import Actions, LifecycleListener, Task, TaskQueue, TaskStatus
 from tq_aws.testing import ManualClock
 

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
-from _support import USER, make_task
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
+from tests.support.events import USER, make_task
 from tq_aws import Entity, Task, TaskQueue, TaskStatus
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.errors import CodecError, TaskValidationError

@@ -9,8 +9,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from _support import USER, EventRecorder, WorkerKilled, make_task
 
+from tests.support.events import USER, EventRecorder, WorkerKilled, make_task
 from tq_aws import Actions, ProjectionRow, Task, TaskQueue, TaskStatus
 from tq_aws.core.codec import encode_task
 from tq_aws.core.poison import PoisonRecord
