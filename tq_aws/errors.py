@@ -58,3 +58,211 @@ class PublishError(TqError):
     def __init__(self, message: str, *, task_ids: list[str]):
         super().__init__(message)
         self.task_ids = task_ids
+
+
+# -- Transports -----------------------------------------------------------------------------
+
+
+class RecordTooLargeError(TqError, ValueError):
+    """A task does not fit in one record or message, and no blob store was given to keep its
+    payload (or it does not fit even with its payload in the blob store).
+
+    Attributes:
+        task_id: the task at fault.
+        size: the encoded size in bytes.
+        limit: the transport's limit in bytes.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None, size: int, limit: int):
+        super().__init__(message)
+        self.task_id = task_id
+        self.size = size
+        self.limit = limit
+
+
+class InvalidPartitionKeyError(TqError, ValueError):
+    """A task's ordering key is not acceptable to the transport (too long, bad characters).
+
+    Attributes:
+        task_id: the task at fault.
+        field: the task field at fault (``partition_key``).
+        value: the key at fault.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None, field: str, value: str):
+        super().__init__(message)
+        self.task_id = task_id
+        self.field = field
+        self.value = value
+
+
+class RecordsNotPublishedError(PublishError):
+    """Some records were not published after every retry; the rest were.
+
+    Attributes:
+        task_ids: ids of the tasks not published, in publish order (a task whose earlier
+            record of the same partition key failed is not sent, so it is listed too).
+        reasons: per task id, the last error code (or why it was held back).
+    """
+
+    def __init__(self, message: str, *, task_ids: list[str], reasons: dict[str, str]):
+        super().__init__(message, task_ids=task_ids)
+        self.reasons = reasons
+
+
+class InvalidDelayError(TqError, ValueError):
+    """A ``send_delayed`` call SQS cannot carry out.
+
+    Attributes:
+        field: ``delay_seconds`` (out of 0..900) or ``queue_url`` (a FIFO queue, which has no
+            per-message delay).
+    """
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class AcknowledgeError(TqError):
+    """Messages could not be deleted (``ack``) or made visible again (``nack``) after every
+    retry. They stay in the queue and come back when their visibility timeout ends.
+
+    Attributes:
+        message_ids: the messages at fault.
+    """
+
+    def __init__(self, message: str, *, message_ids: list[str]):
+        super().__init__(message)
+        self.message_ids = message_ids
+
+
+# -- Scheduler ------------------------------------------------------------------------------
+
+
+class InvalidScheduleNameError(TqError, ValueError):
+    """A schedule name (or group name) is not acceptable to EventBridge Scheduler.
+
+    Attributes:
+        name: the name at fault.
+    """
+
+    def __init__(self, message: str, *, name: str):
+        super().__init__(message)
+        self.name = name
+
+
+class ScheduleInputTooLargeError(TqError, ValueError):
+    """A task's JSON is larger than EventBridge Scheduler accepts as a schedule's input.
+
+    The payload should have been kept in the blob store (claim check) before scheduling.
+
+    Attributes:
+        task_id, name: the task and the schedule entry at fault.
+        size, limit: the input's size and the limit, in bytes.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None, name: str, size: int, limit: int):
+        super().__init__(message)
+        self.task_id = task_id
+        self.name = name
+        self.size = size
+        self.limit = limit
+
+
+# -- Blob store (claim check) ---------------------------------------------------------------
+
+
+class BlobNotFoundError(TqError, KeyError):
+    """No blob exists at the reference (never written, or expired by the lifecycle rule).
+
+    Attributes:
+        ref: the reference at fault.
+    """
+
+    def __init__(self, message: str, *, ref: str):
+        super().__init__(message)
+        self.ref = ref
+
+    def __str__(self) -> str:  # KeyError would show the repr of the message
+        return str(self.args[0])
+
+
+class InvalidBlobRefError(TqError, ValueError):
+    """A reference is not an ``s3://`` URI of this store's bucket.
+
+    Attributes:
+        ref: the reference at fault.
+    """
+
+    def __init__(self, message: str, *, ref: str):
+        super().__init__(message)
+        self.ref = ref
+
+
+# -- Stores ---------------------------------------------------------------------------------
+
+
+class ItemTooLargeError(TqError, ValueError):
+    """An item would be larger than the store's ``item_limit``.
+
+    Raised when no blob store is configured, or when what remains after moving the large
+    fields (payload, result) to the blob store is still too large.
+
+    Attributes:
+        key: the item's key (``pk``/``sk``).
+        size: the JSON's size in bytes.
+        limit: the store's ``item_limit``.
+    """
+
+    def __init__(self, message: str, *, key: str, size: int, limit: int):
+        super().__init__(message)
+        self.key = key
+        self.size = size
+        self.limit = limit
+
+
+class FlowConflictError(TqError, RuntimeError):
+    """A flow's barrier stayed busy (``TransactionConflict`` or throttling) through every
+    attempt. Nothing of the failed step was recorded; record it again (redelivery does).
+
+    Attributes:
+        flow_id: the flow.
+    """
+
+    def __init__(self, message: str, *, flow_id: str):
+        super().__init__(message)
+        self.flow_id = flow_id
+
+
+# -- Runtimes -------------------------------------------------------------------------------
+
+
+class InvalidSequenceNumberError(TqError, ValueError):
+    """A checkpoint that is not a Kinesis sequence number (decimal digits, at most 129)."""
+
+
+class LambdaEventError(TqError, ValueError):
+    """The event is not a Kinesis or SQS event as Lambda sends it.
+
+    Attributes:
+        field: the path of the field at fault, e.g. ``Records[3].kinesis.sequenceNumber``.
+    """
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field
+
+
+class RecordNotRecordedError(TqError):
+    """The outcomes of this record's sub-batch could not be recorded (a write failed); the
+    record is reported so Lambda delivers it again."""
+
+
+class HandedBackError(TqError):
+    """The record was not started: too little of the invocation's time was left. It is
+    reported so Lambda delivers it again."""
+
+
+class KeyBlockedError(TqError):
+    """An earlier record of the same partition key (or FIFO group) was reported; this one
+    waits for it, so the key's order holds."""

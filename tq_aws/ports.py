@@ -1,5 +1,9 @@
-"""Ports: the interfaces the engine talks to. Each has a memory backend (``backends.memory``) and
-an AWS backend; one contract test suite runs against both."""
+"""Ports: the interfaces the engine and the runtimes talk to, and ``Ports``, the bundle of them an
+app is wired with. Each port has a memory backend (``backends.memory``) and an AWS backend
+(``backends.aws``); one contract test suite (``tests/contract``) runs against both.
+
+Abilities that only some backends have are small runtime-checkable protocols
+(``PollingSource``, ``DueScheduler``), tested with ``isinstance`` rather than probed by name."""
 
 from __future__ import annotations
 
@@ -7,13 +11,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
+from tq_aws.core.leases import Lease, ShardSpec
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task
+from tq_aws.core.codec import decode_task
 from tq_aws.errors import CodecError
+
+
+class Clock(Protocol):
+    """Source of the current time (timezone-aware UTC). Every "now" in tq-aws comes from one
+    injected clock (``tq_aws.testing.ManualClock`` in tests)."""
+
+    def now(self) -> datetime: ...
 
 
 class Transport(Protocol):
@@ -42,7 +55,27 @@ class Delivery:
     token: Any = None
     """Backend-specific handle used to acknowledge the record."""
 
+    @classmethod
+    def decode(
+        cls,
+        queue_id: str,
+        data: bytes,
+        position: str,
+        *,
+        partition_key: str | None = None,
+        token: Any = None,
+    ) -> Delivery:
+        """The delivery of a received record: its task decoded, or the codec error kept in
+        ``error`` (a poison record) so that it never stops the records behind it."""
+        delivery = cls(queue_id, data, position, None, None, partition_key, token)
+        try:
+            delivery.task = decode_task(data)
+        except CodecError as exc:
+            delivery.error = exc
+        return delivery
 
+
+@runtime_checkable
 class PollingSource(Protocol):
     """What an in-process worker pulls batches from (memory queues, SQS queues, Kinesis shards).
 
@@ -134,6 +167,20 @@ class Scheduler(Protocol):
         ...
 
 
+@runtime_checkable
+class DueScheduler(Protocol):
+    """A scheduler whose due entries the app delivers itself: the memory scheduler, and the
+    EventBridge scheduler on an emulator (which never fires schedules)."""
+
+    async def fire_due(self, now: datetime) -> int:
+        """Deliver every entry due at ``now``; return how many."""
+        ...
+
+    def next_due(self) -> datetime | None:
+        """When the earliest pending entry is due, or ``None``."""
+        ...
+
+
 class BlobStore(Protocol):
     """Large values kept out of records and items (claim check)."""
 
@@ -188,3 +235,83 @@ class PoisonStore(Protocol):
     async def recent(self, limit: int = 100) -> list[PoisonRecord]:
         """The most recently first seen records, newest first, at most ``limit``."""
         ...
+
+
+class LeaseStore(Protocol):
+    """Shard leases; every method is one conditional write (or a read) per lease."""
+
+    async def create(self, stream: str, shards: Sequence[ShardSpec]) -> list[bool]:
+        """Create each absent lease (free, counter 0); return which this call created."""
+        ...
+
+    async def get_all(self, stream: str, shard_ids: Sequence[str]) -> dict[str, Lease]:
+        """The leases of these shards that exist (strongly consistent)."""
+        ...
+
+    async def take(
+        self, lease: Lease, owner: str, *, now: float, lease_seconds: float
+    ) -> Lease | None:
+        """Take a free or expired lease at the counter seen in ``lease``; ``None`` when taken
+        by someone else first, renewed meanwhile, or finished."""
+        ...
+
+    async def renew(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+        """Extend a held lease (counter + 1); ``None`` when it is no longer held as ``lease``
+        says (taken over): stop processing the shard."""
+        ...
+
+    async def checkpoint(self, lease: Lease, sequence: str) -> Lease | None:
+        """Move the checkpoint forward to ``sequence`` (a lower one leaves it as is); ``None``
+        when the lease is no longer held as ``lease`` says."""
+        ...
+
+    async def release(self, lease: Lease) -> bool:
+        """Give a held lease up (no owner, expired); return whether this call did."""
+        ...
+
+    async def finish(self, lease: Lease) -> bool:
+        """Mark a closed shard read to its end as finished (and release it); return whether
+        it is finished."""
+        ...
+
+    async def request_handover(self, lease: Lease, requester: str, *, now: float) -> bool:
+        """Ask the owner seen in ``lease`` to hand the lease over once its batch is done."""
+        ...
+
+    async def hand_over(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+        """Give a held lease to the worker that asked for it (``lease.handover_to``), as if it
+        had taken it (counter + 1, a fresh expiry); ``None`` when the lease is no longer held
+        as ``lease`` says."""
+        ...
+
+
+class Resources(Protocol):
+    """What a backend set holds beyond its ports: clients to close, and resources it can
+    create for development and tests (``TaskQueue.ensure_resources``)."""
+
+    async def ensure(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Every port an app is wired with. ``TaskQueue`` fills it (memory defaults, or the AWS
+    backends from ``backends.aws.factory``); the engine and the runtimes read only this.
+
+    Wrap a port with ``dataclasses.replace(ports, task_store=Wrapped(ports.task_store))`` and
+    hand the result to ``TaskQueue.use_ports``: the fault harness does this."""
+
+    clock: Clock
+    transport: Transport
+    task_store: TaskStore
+    projection_store: ProjectionStore
+    flow_store: FlowStore
+    scheduler: Scheduler
+    blob_store: BlobStore
+    poison_store: PoisonStore
+    source: PollingSource | None = None
+    """What ``run_until_idle`` pulls batches from (``None``: only the Lambda runtime runs)."""
+    lease_store: LeaseStore | None = None
+    """Shard leases for the ECS worker's Kinesis consumer."""
+

@@ -16,9 +16,8 @@ import pytest
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.factory import dynamodb_table_name, settings_from_env
 from tq_aws.backends.aws.routing import KinesisRoute, SqsRoute
-from tq_aws.backends.aws.scheduler import InvalidScheduleNameError
 from tq_aws.backends.memory import MemoryBlobStore, MemoryTransport
-from tq_aws.errors import ConfigurationError
+from tq_aws.errors import ConfigurationError, InvalidScheduleNameError
 from tq_aws.testing import ManualClock
 
 REGION = "us-east-1"

@@ -21,14 +21,12 @@ from tq_aws.backends.aws.schedule_firing import fire_due_schedules, parse_at_exp
 from tq_aws.backends.aws.scheduler import (
     MAX_SCHEDULE_INPUT_BYTES,
     EventBridgeScheduler,
-    InvalidScheduleNameError,
-    ScheduleInputTooLargeError,
     at_expression,
 )
 from tq_aws.clock import Clock, SystemClock
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import Task
-from tq_aws.errors import ConfigurationError
+from tq_aws.errors import ConfigurationError, InvalidScheduleNameError, ScheduleInputTooLargeError
 from tq_aws.ports import ScheduledTask
 from tq_aws.testing import ManualClock
 

@@ -22,14 +22,14 @@ from tq_aws.backends.aws.kinesis import (
     KinesisTransport,
 )
 from tq_aws.backends.aws.s3 import S3BlobStore
-from tq_aws.backends.aws.transport import (
+from tq_aws.core.codec import decode_task
+from tq_aws.core.task import Task
+from tq_aws.errors import (
+    ConfigurationError,
     InvalidPartitionKeyError,
     RecordsNotPublishedError,
     RecordTooLargeError,
 )
-from tq_aws.core.codec import decode_task
-from tq_aws.core.task import Task
-from tq_aws.errors import ConfigurationError
 from tq_aws.ports import Delivery
 
 QUEUE = "media"

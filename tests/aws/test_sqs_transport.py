@@ -18,23 +18,24 @@ from tests.support.aws import unique
 from tq_aws import TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.sqs import (
-    AcknowledgeError,
-    InvalidDelayError,
     SqsSource,
     SqsTransport,
     decode_body,
     deduplication_id_of,
     encode_body,
 )
-from tq_aws.backends.aws.transport import (
+from tq_aws.backends.memory.blob_store import MemoryBlobStore
+from tq_aws.core.codec import decode_task
+from tq_aws.core.task import Task
+from tq_aws.errors import (
+    AcknowledgeError,
+    CodecError,
+    ConfigurationError,
+    InvalidDelayError,
     InvalidPartitionKeyError,
     RecordsNotPublishedError,
     RecordTooLargeError,
 )
-from tq_aws.backends.memory.blob_store import MemoryBlobStore
-from tq_aws.core.codec import decode_task
-from tq_aws.core.task import Task
-from tq_aws.errors import CodecError, ConfigurationError
 from tq_aws.ports import Delivery
 
 QUEUE = "emails"

@@ -10,9 +10,11 @@ import pytest
 
 from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
-from tq_aws.backends.aws.s3 import BlobNotFoundError, InvalidBlobRefError, S3BlobStore
+from tq_aws.backends.aws.s3 import (
+    S3BlobStore,
+)
 from tq_aws.backends.memory.blob_store import MemoryBlobStore
-from tq_aws.errors import ConfigurationError
+from tq_aws.errors import BlobNotFoundError, ConfigurationError, InvalidBlobRefError
 
 
 @pytest.fixture(params=["memory", "aws"])

@@ -15,14 +15,13 @@ from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import (
     DynamoFlowStore,
-    FlowConflictError,
-    ItemTooLargeError,
     ensure_table,
     flow_store,
 )
 from tq_aws.backends.memory import MemoryBlobStore, MemoryFlowStore
 from tq_aws.core.flows import FlowRecord, FlowState, Join, RecordOutcome, StepResult
 from tq_aws.core.task import Entity
+from tq_aws.errors import FlowConflictError, ItemTooLargeError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 ITEM_LIMIT = 4096

@@ -12,9 +12,13 @@ import pytest
 
 from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb import DynamoPoisonStore, ItemTooLargeError, ensure_table
+from tq_aws.backends.aws.dynamodb import (
+    DynamoPoisonStore,
+    ensure_table,
+)
 from tq_aws.backends.memory import MemoryBlobStore, MemoryPoisonStore
 from tq_aws.core.poison import PoisonRecord
+from tq_aws.errors import ItemTooLargeError
 
 ITEM_LIMIT = 4096
 QUEUE = "tq-tasks"

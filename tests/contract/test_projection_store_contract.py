@@ -13,10 +13,14 @@ import pytest
 
 from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb import DynamoProjectionStore, ItemTooLargeError, ensure_table
+from tq_aws.backends.aws.dynamodb import (
+    DynamoProjectionStore,
+    ensure_table,
+)
 from tq_aws.backends.memory import MemoryBlobStore, MemoryProjectionStore
 from tq_aws.core.projections import RANKS, ProjectionRow
 from tq_aws.core.task import Entity
+from tq_aws.errors import ItemTooLargeError
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 USER = Entity(id="u-1", type="user")

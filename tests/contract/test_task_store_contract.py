@@ -12,10 +12,13 @@ import pytest
 
 from tests.support.aws import REGION, unique
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb import DynamoTaskStore, ItemTooLargeError, ensure_table
+from tq_aws.backends.aws.dynamodb import (
+    DynamoTaskStore,
+    ensure_table,
+)
 from tq_aws.backends.memory import MemoryBlobStore, MemoryTaskStore
 from tq_aws.core.task import Entity, Task, TaskStatus
-from tq_aws.errors import ConfigurationError
+from tq_aws.errors import ConfigurationError, ItemTooLargeError
 from tq_aws.ports import ClaimState
 
 NOW = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)

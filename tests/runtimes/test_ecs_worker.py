@@ -27,10 +27,11 @@ from tests.support.aws import unique
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.dynamodb import ensure_table
+from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
 from tq_aws.core.codec import decode_task
+from tq_aws.core.leases import Lease
 from tq_aws.errors import ConfigurationError
 from tq_aws.runtimes.ecs_worker import EcsWorker, WorkerReport
-from tq_aws.runtimes.leases import DynamoLeaseStore, Lease
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {

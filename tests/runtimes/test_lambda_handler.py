@@ -28,17 +28,19 @@ from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.sqs import encode_body
 from tq_aws.core.task import TaskStatus
 from tq_aws.engine.handoff import AsyncTaskManager
-from tq_aws.errors import ConfigurationError
-from tq_aws.runtimes.lambda_handler import (
+from tq_aws.errors import (
+    ConfigurationError,
     HandedBackError,
     KeyBlockedError,
-    LambdaHandler,
+    LambdaEventError,
     RecordNotRecordedError,
+)
+from tq_aws.runtimes.lambda_handler import (
+    LambdaHandler,
     close_process_loop,
     process_loop,
     reported_identifiers,
 )
-from tq_aws.runtimes.lambda_records import LambdaEventError
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/tq-consumer"

@@ -12,16 +12,11 @@ import pytest
 from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import ensure_table
-from tq_aws.runtimes.leases import (
-    DynamoLeaseStore,
-    InvalidSequenceNumberError,
-    Lease,
-    LeaseStore,
-    MemoryLeaseStore,
-    ShardSpec,
-    pad_sequence,
-    plan_round,
-)
+from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
+from tq_aws.backends.memory.lease_store import MemoryLeaseStore
+from tq_aws.core.leases import Lease, ShardSpec, pad_sequence, plan_round
+from tq_aws.errors import InvalidSequenceNumberError
+from tq_aws.ports import LeaseStore
 
 STREAM = "tq-tasks"
 NOW = 1_800_000_000.0

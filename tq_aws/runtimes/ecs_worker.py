@@ -6,7 +6,7 @@
 Kinesis
 -------
 Shards are shared between workers through leases in the stores' DynamoDB table
-(``tq_aws.runtimes.leases``). Every ``renew_every`` seconds a worker renews the leases it holds
+(``tq_aws.core.leases``). Every ``renew_every`` seconds a worker renews the leases it holds
 (each renewal bumps the lease counter, the fencing token of its checkpoints), lists the shards
 now and then, reads every lease once and plans (``plan_round``): below its fair share
 ``ceil(shards / live workers)`` it takes free or expired leases; when there are none, it asks
@@ -56,11 +56,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsClients
+from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
 from tq_aws.backends.aws.sqs import MAX_BATCH_ENTRIES, SqsSource
 from tq_aws.core.codec import decode_task
+from tq_aws.core.leases import Lease, ShardSpec, plan_round
 from tq_aws.errors import CodecError, ConfigurationError
-from tq_aws.ports import Delivery
-from tq_aws.runtimes.leases import DynamoLeaseStore, Lease, LeaseStore, ShardSpec, plan_round
+from tq_aws.ports import Delivery, LeaseStore
 
 if TYPE_CHECKING:
     from tq_aws.engine.app import TaskQueue

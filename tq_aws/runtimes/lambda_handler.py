@@ -97,7 +97,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
 
 from tq_aws.core import log_context
-from tq_aws.errors import ConfigurationError, TqError
+from tq_aws.errors import (
+    ConfigurationError,
+    HandedBackError,
+    KeyBlockedError,
+    RecordNotRecordedError,
+)
 from tq_aws.ports import Delivery
 from tq_aws.runtimes.lambda_records import (
     EventSource,
@@ -186,21 +191,6 @@ def _in_running_loop() -> bool:
 
 
 # -- why a record is reported ----------------------------------------------------------------
-
-
-class RecordNotRecordedError(TqError):
-    """The outcomes of this record's sub-batch could not be recorded (a write failed); the
-    record is reported so Lambda delivers it again."""
-
-
-class HandedBackError(TqError):
-    """The record was not started: too little of the invocation's time was left. It is
-    reported so Lambda delivers it again."""
-
-
-class KeyBlockedError(TqError):
-    """An earlier record of the same partition key (or FIFO group) was reported; this one
-    waits for it, so the key's order holds."""
 
 
 # -- time -----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Any
 
 from tq_aws.backends.aws.sqs import decode_body
 from tq_aws.core.codec import decode_task
-from tq_aws.errors import CodecError, TqError
+from tq_aws.errors import CodecError, LambdaEventError
 from tq_aws.ports import Delivery
 
 
@@ -30,18 +30,6 @@ class EventSource(StrEnum):
 
     KINESIS = "aws:kinesis"
     SQS = "aws:sqs"
-
-
-class LambdaEventError(TqError, ValueError):
-    """The event is not a Kinesis or SQS event as Lambda sends it.
-
-    Attributes:
-        field: the path of the field at fault, e.g. ``Records[3].kinesis.sequenceNumber``.
-    """
-
-    def __init__(self, message: str, *, field: str):
-        super().__init__(message)
-        self.field = field
 
 
 def event_records(event: Any) -> list[dict[str, Any]]:

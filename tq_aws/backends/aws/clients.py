@@ -98,3 +98,46 @@ class AwsClients:
             del self._async[key]
         if stack is not None:
             await stack.aclose()
+
+
+# -- error codes ----------------------------------------------------------------------------
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ProvisionedThroughputExceeded",
+        "ThrottlingException",
+        "ThrottlingError",
+        "Throttling",
+        "RequestThrottled",
+        "KMSThrottlingException",
+        "LimitExceededException",
+        "AWS.SimpleQueueService.RequestThrottled",
+    }
+)
+"""Codes that mean "slow down": the request was refused for rate, not for its content."""
+
+RETRYABLE_CALL_CODES = THROTTLING_CODES | frozenset(
+    {
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+    }
+)
+"""Call-level codes worth retrying: throttling and transient service faults. Other errors
+(validation, a missing stream or queue, access) will not pass on a retry."""
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a botocore ``ClientError`` (``""`` for any other exception)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return ""
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether ``exc`` is AWS refusing a request for rate (retry later, not a failure)."""
+    return error_code(exc) in THROTTLING_CODES

@@ -53,7 +53,6 @@ from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.backends.aws.transport import (
-    InvalidPartitionKeyError,
     Pending,
     SendOutcome,
     check_batching_options,
@@ -62,7 +61,7 @@ from tq_aws.backends.aws.transport import (
 )
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import Task
-from tq_aws.errors import CodecError, ConfigurationError
+from tq_aws.errors import CodecError, ConfigurationError, InvalidPartitionKeyError
 from tq_aws.ports import BlobStore, Delivery
 
 logger = logging.getLogger(__name__)

@@ -8,36 +8,9 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsClients
-from tq_aws.errors import ConfigurationError, TqError
+from tq_aws.errors import BlobNotFoundError, ConfigurationError, InvalidBlobRefError
 
 DEFAULT_EXPIRE_AFTER_DAYS = 30
-
-
-class BlobNotFoundError(TqError, KeyError):
-    """No blob exists at the reference (never written, or expired by the lifecycle rule).
-
-    Attributes:
-        ref: the reference at fault.
-    """
-
-    def __init__(self, message: str, *, ref: str):
-        super().__init__(message)
-        self.ref = ref
-
-    def __str__(self) -> str:  # KeyError would show the repr of the message
-        return str(self.args[0])
-
-
-class InvalidBlobRefError(TqError, ValueError):
-    """A reference is not an ``s3://`` URI of this store's bucket.
-
-    Attributes:
-        ref: the reference at fault.
-    """
-
-    def __init__(self, message: str, *, ref: str):
-        super().__init__(message)
-        self.ref = ref
 
 
 class S3BlobStore:

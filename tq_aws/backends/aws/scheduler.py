@@ -33,7 +33,11 @@ from tq_aws.backends.aws.schedule_firing import (
 from tq_aws.clock import Clock, SystemClock
 from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task, to_utc
-from tq_aws.errors import ConfigurationError, TqError
+from tq_aws.errors import (
+    ConfigurationError,
+    InvalidScheduleNameError,
+    ScheduleInputTooLargeError,
+)
 from tq_aws.ports import ScheduledTask
 
 MAX_SQS_DELAY_SECONDS = 900
@@ -46,36 +50,6 @@ DEFAULT_MAX_EVENT_AGE_SECONDS = 86_400
 DEFAULT_MAX_RETRY_ATTEMPTS = 185
 
 _NAME = re.compile(r"[0-9A-Za-z_.\-]{1,64}")
-
-
-class InvalidScheduleNameError(TqError, ValueError):
-    """A schedule name (or group name) is not acceptable to EventBridge Scheduler.
-
-    Attributes:
-        name: the name at fault.
-    """
-
-    def __init__(self, message: str, *, name: str):
-        super().__init__(message)
-        self.name = name
-
-
-class ScheduleInputTooLargeError(TqError, ValueError):
-    """A task's JSON is larger than EventBridge Scheduler accepts as a schedule's input.
-
-    The payload should have been kept in the blob store (claim check) before scheduling.
-
-    Attributes:
-        task_id, name: the task and the schedule entry at fault.
-        size, limit: the input's size and the limit, in bytes.
-    """
-
-    def __init__(self, message: str, *, task_id: str | None, name: str, size: int, limit: int):
-        super().__init__(message)
-        self.task_id = task_id
-        self.name = name
-        self.size = size
-        self.limit = limit
 
 
 class SqsDelaySender(Protocol):

@@ -34,9 +34,7 @@ from typing import Any
 
 from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.backends.aws.transport import (
-    InvalidPartitionKeyError,
     Pending,
-    RecordsNotPublishedError,
     SendOutcome,
     check_batching_options,
     fit_record,
@@ -44,7 +42,14 @@ from tq_aws.backends.aws.transport import (
 )
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import Task
-from tq_aws.errors import CodecError, ConfigurationError, TqError
+from tq_aws.errors import (
+    AcknowledgeError,
+    CodecError,
+    ConfigurationError,
+    InvalidDelayError,
+    InvalidPartitionKeyError,
+    RecordsNotPublishedError,
+)
 from tq_aws.ports import BlobStore, Delivery
 
 logger = logging.getLogger(__name__)
@@ -61,32 +66,6 @@ _FIFO_ID = re.compile(r"[0-9A-Za-z!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}"
 # Characters SQS refuses in a body (outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD and
 # #x10000-#x10FFFF); JSON escapes the controls, so only these two can appear raw.
 _NOT_IN_SQS = re.compile("[\ufffe\uffff]")
-
-
-class InvalidDelayError(TqError, ValueError):
-    """A ``send_delayed`` call SQS cannot carry out.
-
-    Attributes:
-        field: ``delay_seconds`` (out of 0..900) or ``queue_url`` (a FIFO queue, which has no
-            per-message delay).
-    """
-
-    def __init__(self, message: str, *, field: str):
-        super().__init__(message)
-        self.field = field
-
-
-class AcknowledgeError(TqError):
-    """Messages could not be deleted (``ack``) or made visible again (``nack``) after every
-    retry. They stay in the queue and come back when their visibility timeout ends.
-
-    Attributes:
-        message_ids: the messages at fault.
-    """
-
-    def __init__(self, message: str, *, message_ids: list[str]):
-        super().__init__(message)
-        self.message_ids = message_ids
 
 
 def encode_body(data: bytes) -> str:

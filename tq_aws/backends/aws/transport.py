@@ -34,7 +34,13 @@ from botocore.exceptions import (
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
 from tq_aws.core.task import Task
 from tq_aws.engine.blobs import MARKER, is_blob_ref
-from tq_aws.errors import ConfigurationError, PublishError, TqError
+from tq_aws.errors import (
+    ConfigurationError,
+    InvalidPartitionKeyError,
+    PublishError,
+    RecordsNotPublishedError,
+    RecordTooLargeError,
+)
 from tq_aws.ports import BlobStore, Delivery, PollingSource
 
 if TYPE_CHECKING:
@@ -71,53 +77,6 @@ RETRYABLE_CALL_CODES = frozenset(
 
 
 # -- errors ---------------------------------------------------------------------------------
-
-
-class RecordTooLargeError(TqError, ValueError):
-    """A task does not fit in one record or message, and no blob store was given to keep its
-    payload (or it does not fit even with its payload in the blob store).
-
-    Attributes:
-        task_id: the task at fault.
-        size: the encoded size in bytes.
-        limit: the transport's limit in bytes.
-    """
-
-    def __init__(self, message: str, *, task_id: str | None, size: int, limit: int):
-        super().__init__(message)
-        self.task_id = task_id
-        self.size = size
-        self.limit = limit
-
-
-class InvalidPartitionKeyError(TqError, ValueError):
-    """A task's ordering key is not acceptable to the transport (too long, bad characters).
-
-    Attributes:
-        task_id: the task at fault.
-        field: the task field at fault (``partition_key``).
-        value: the key at fault.
-    """
-
-    def __init__(self, message: str, *, task_id: str | None, field: str, value: str):
-        super().__init__(message)
-        self.task_id = task_id
-        self.field = field
-        self.value = value
-
-
-class RecordsNotPublishedError(PublishError):
-    """Some records were not published after every retry; the rest were.
-
-    Attributes:
-        task_ids: ids of the tasks not published, in publish order (a task whose earlier
-            record of the same partition key failed is not sent, so it is listed too).
-        reasons: per task id, the last error code (or why it was held back).
-    """
-
-    def __init__(self, message: str, *, task_ids: list[str], reasons: dict[str, str]):
-        super().__init__(message, task_ids=task_ids)
-        self.reasons = reasons
 
 
 # -- claim check ----------------------------------------------------------------------------

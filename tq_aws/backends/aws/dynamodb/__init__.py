@@ -17,12 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.flow_store import DynamoFlowStore, FlowConflictError
-from tq_aws.backends.aws.dynamodb.models import ItemTooLargeError, TableModels, table_models
+from tq_aws.backends.aws.dynamodb.flow_store import (
+    DynamoFlowStore,
+)
+from tq_aws.backends.aws.dynamodb.models import (
+    TableModels,
+    table_models,
+)
 from tq_aws.backends.aws.dynamodb.poison_store import DynamoPoisonStore
 from tq_aws.backends.aws.dynamodb.projection_store import DynamoProjectionStore
 from tq_aws.backends.aws.dynamodb.table import ensure_table
 from tq_aws.backends.aws.dynamodb.task_store import DynamoTaskStore
+from tq_aws.errors import FlowConflictError, ItemTooLargeError
 from tq_aws.ports import BlobStore
 
 

@@ -48,7 +48,7 @@ from tq_aws.backends.aws.dynamodb.models import (
     validate_limits,
 )
 from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
-from tq_aws.errors import TqError
+from tq_aws.errors import FlowConflictError
 from tq_aws.ports import BlobStore
 
 MAX_STEPS_PER_TRANSACTION = 99
@@ -66,19 +66,6 @@ CONDITION_FAILED = "ConditionalCheckFailed"
 LARGE_FIELDS = ("result", "error")
 _RECORD = TypeAdapter(FlowRecord)
 _COUNTERS = {"state", "succeeded", "failed", "finished_at"}
-
-
-class FlowConflictError(TqError, RuntimeError):
-    """A flow's barrier stayed busy (``TransactionConflict`` or throttling) through every
-    attempt. Nothing of the failed step was recorded; record it again (redelivery does).
-
-    Attributes:
-        flow_id: the flow.
-    """
-
-    def __init__(self, message: str, *, flow_id: str):
-        super().__init__(message)
-        self.flow_id = flow_id
 
 
 class DynamoFlowStore:

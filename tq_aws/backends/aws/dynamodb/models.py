@@ -43,7 +43,7 @@ from pynamodb.models import Model
 
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.core.task import to_utc
-from tq_aws.errors import ConfigurationError, TqError
+from tq_aws.errors import ConfigurationError, ItemTooLargeError
 from tq_aws.ports import BlobStore
 
 T = TypeVar("T")
@@ -86,25 +86,6 @@ def step_sk(index: int) -> str:
 
 def poison_pk(day: date) -> str:
     return f"{POISON_PREFIX}{day.isoformat()}"
-
-
-class ItemTooLargeError(TqError, ValueError):
-    """An item would be larger than the store's ``item_limit``.
-
-    Raised when no blob store is configured, or when what remains after moving the large
-    fields (payload, result) to the blob store is still too large.
-
-    Attributes:
-        key: the item's key (``pk``/``sk``).
-        size: the JSON's size in bytes.
-        limit: the store's ``item_limit``.
-    """
-
-    def __init__(self, message: str, *, key: str, size: int, limit: int):
-        super().__init__(message)
-        self.key = key
-        self.size = size
-        self.limit = limit
 
 
 class ConditionFailed(Exception):

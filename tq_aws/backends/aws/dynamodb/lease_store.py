@@ -1,0 +1,251 @@
+"""Shard leases as items of the stores' DynamoDB table (``tq_aws.core.leases`` describes the
+item and the condition of every write)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    NumberAttribute,
+    UnicodeAttribute,
+    UnicodeSetAttribute,
+)
+from pynamodb.models import Model
+
+from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.backends.aws.dynamodb.models import (
+    ConditionFailed,
+    TableModels,
+    gather_all,
+    in_thread,
+    table_models,
+)
+from tq_aws.core.leases import LEASE_SK, Lease, ShardSpec, lease_pk, pad_sequence, unpad_sequence
+
+
+@functools.lru_cache(maxsize=128)
+def lease_model(table: str, settings: AwsSettings) -> Any:
+    """The pynamodb model of lease items of ``table``, sharing the stores' connection."""
+    models = table_models(table, settings)
+    namespace: dict[str, Any] = {
+        "__module__": __name__,
+        "__qualname__": "LeaseItem",
+        "Meta": models.task.Meta,
+        "pk": UnicodeAttribute(hash_key=True),
+        "sk": UnicodeAttribute(range_key=True),
+        "owner": UnicodeAttribute(null=True),
+        "counter": NumberAttribute(),
+        "expiry": NumberAttribute(),
+        "checkpoint": UnicodeAttribute(null=True),
+        "parents": UnicodeSetAttribute(null=True),
+        "finished": BooleanAttribute(),
+        "handover_to": UnicodeAttribute(null=True),
+        "start_at": NumberAttribute(null=True),
+    }
+    model: Any = type("LeaseItem", (Model,), namespace)
+    model._connection = models.connection  # one botocore client for the table
+    return model
+
+
+class DynamoLeaseStore:
+    """Leases as items of the stores' DynamoDB table (see the module docstring).
+
+    Args:
+        table: the table (``ensure_table`` creates it; the leases need nothing more).
+        settings: region and endpoint.
+
+    Example:
+        >>> store = DynamoLeaseStore("tq", AwsSettings(region="eu-west-1"))
+        >>> await store.create("tq-tasks", [ShardSpec("shardId-000000000000")])
+    """
+
+    def __init__(self, table: str, settings: AwsSettings):
+        self.table = table
+        self.models: TableModels = table_models(table, settings)
+        self.model = lease_model(table, settings)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def _lease(self, stream: str, raw: dict[str, Any]) -> Lease:
+        item = self.model.from_raw_data(raw)
+        return self._from_item(stream, item)
+
+    @staticmethod
+    def _from_item(stream: str, item: Any) -> Lease:
+        shard_id = str(item.pk)[len(lease_pk(stream, "")) :]
+        return Lease(
+            stream=stream,
+            shard_id=shard_id,
+            owner=item.owner,
+            counter=int(item.counter),
+            expiry=float(item.expiry),
+            checkpoint=None if item.checkpoint is None else unpad_sequence(item.checkpoint),
+            parents=tuple(sorted(item.parents or ())),
+            finished=bool(item.finished),
+            handover_to=item.handover_to,
+            start_at=None if item.start_at is None else float(item.start_at),
+        )
+
+    async def get_all(self, stream: str, shard_ids: Sequence[str]) -> dict[str, Lease]:
+        """One ``BatchGetItem`` per 100 leases (pynamodb retries unprocessed keys)."""
+        keys = [(lease_pk(stream, s), LEASE_SK) for s in shard_ids]
+        if not keys:
+            return {}
+        items = await in_thread(lambda: list(self.model.batch_get(keys, consistent_read=True)))
+        leases = [self._from_item(stream, item) for item in items]
+        return {lease.shard_id: lease for lease in leases}
+
+    # -- writing --------------------------------------------------------------------------
+
+    async def create(self, stream: str, shards: Sequence[ShardSpec]) -> list[bool]:
+        """One conditional ``PutItem`` per lease (concurrently): absent only."""
+
+        async def create_one(spec: ShardSpec) -> bool:
+            item = self.model(
+                lease_pk(stream, spec.shard_id),
+                LEASE_SK,
+                counter=0,
+                expiry=0,
+                finished=False,
+                parents=set(spec.parents) or None,
+                start_at=spec.start_at,
+            )
+            kwargs = item.get_save_kwargs_from_instance(condition=self.model.pk.does_not_exist())
+            try:
+                await in_thread(self.models.execute, "PutItem", kwargs)
+            except ConditionFailed:
+                return False
+            return True
+
+        return await gather_all(create_one(spec) for spec in shards)
+
+    async def _update(self, lease: Lease, actions: list[Any], condition: Any) -> Lease:
+        kwargs = self.models.connection.get_operation_kwargs(
+            lease_pk(lease.stream, lease.shard_id),
+            LEASE_SK,
+            actions=actions,
+            condition=condition,
+            return_values="ALL_NEW",
+            return_values_on_condition_failure="ALL_OLD",
+        )
+        data = await in_thread(self.models.execute, "UpdateItem", kwargs)
+        return self._lease(lease.stream, dict(data["Attributes"]))
+
+    def _old(self, lease: Lease, failed: ConditionFailed) -> Lease | None:
+        return None if failed.old is None else self._lease(lease.stream, failed.old)
+
+    def _owned(self, lease: Lease) -> Any:
+        m = self.model
+        return (m.owner == (lease.owner or "")) & (m.counter == lease.counter)
+
+    async def take(
+        self, lease: Lease, owner: str, *, now: float, lease_seconds: float
+    ) -> Lease | None:
+        m = self.model
+        condition = (
+            (m.counter == lease.counter)
+            & (m.finished == False)  # noqa: E712 (a pynamodb condition, not a comparison)
+            & (m.owner.does_not_exist() | (m.expiry <= now))
+        )
+        actions = [
+            m.owner.set(owner),
+            m.counter.set(lease.counter + 1),
+            m.expiry.set(now + lease_seconds),
+            m.handover_to.remove(),
+        ]
+        try:
+            return await self._update(lease, actions, condition)
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            if old is not None and old.owner == owner and old.counter == lease.counter + 1:
+                return old  # our own write, retried after its answer was lost
+            return None
+
+    async def renew(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+        if lease.owner is None:
+            return None
+        m = self.model
+        actions = [m.counter.set(lease.counter + 1), m.expiry.set(now + lease_seconds)]
+        try:
+            return await self._update(lease, actions, self._owned(lease))
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            if old is not None and old.owner == lease.owner and old.counter == lease.counter + 1:
+                return old
+            return None
+
+    async def checkpoint(self, lease: Lease, sequence: str) -> Lease | None:
+        padded = pad_sequence(sequence)
+        if lease.owner is None:
+            return None
+        m = self.model
+        condition = self._owned(lease) & (m.checkpoint.does_not_exist() | (m.checkpoint < padded))
+        try:
+            return await self._update(lease, [m.checkpoint.set(padded)], condition)
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            if old is not None and old.owner == lease.owner and old.counter == lease.counter:
+                return old  # already there (or past): still ours
+            return None
+
+    async def release(self, lease: Lease) -> bool:
+        if lease.owner is None:
+            return False
+        m = self.model
+        actions = [m.owner.remove(), m.handover_to.remove(), m.expiry.set(0)]
+        try:
+            await self._update(lease, actions, self._owned(lease))
+        except ConditionFailed:
+            return False
+        return True
+
+    async def finish(self, lease: Lease) -> bool:
+        if lease.owner is None:
+            return False
+        m = self.model
+        actions = [m.finished.set(True), m.owner.remove(), m.handover_to.remove(), m.expiry.set(0)]
+        try:
+            await self._update(lease, actions, self._owned(lease))
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            return old is not None and old.finished
+        return True
+
+    async def request_handover(self, lease: Lease, requester: str, *, now: float) -> bool:
+        if lease.owner is None:
+            return False
+        m = self.model
+        condition = (
+            (m.owner == lease.owner)
+            & m.handover_to.does_not_exist()
+            & (m.finished == False)  # noqa: E712
+            & (m.expiry > now)
+        )
+        try:
+            await self._update(lease, [m.handover_to.set(requester)], condition)
+        except ConditionFailed:
+            return False
+        return True
+
+    async def hand_over(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+        requester = lease.handover_to
+        if lease.owner is None or requester is None:
+            return None
+        m = self.model
+        condition = self._owned(lease) & (m.handover_to == requester)
+        actions = [
+            m.owner.set(requester),
+            m.counter.set(lease.counter + 1),
+            m.expiry.set(now + lease_seconds),
+            m.handover_to.remove(),
+        ]
+        try:
+            return await self._update(lease, actions, condition)
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            if old is not None and old.owner == requester and old.counter == lease.counter + 1:
+                return old
+            return None
