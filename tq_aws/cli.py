@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from tq_aws.engine.app import TaskQueue
+from tq_aws.app import TaskQueue
 
 
 def load_app(spec: str) -> TaskQueue:

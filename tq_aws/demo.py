@@ -41,6 +41,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from tq_aws.app import TaskQueue
 from tq_aws.backends.memory import MemoryScheduler
 from tq_aws.core.actions import Actions
 from tq_aws.core.flows import FlowStatus, Join, flow_meta
@@ -48,7 +49,6 @@ from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.log_context import RUNTIME_KEYS
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task
-from tq_aws.engine.app import TaskQueue
 from tq_aws.testing import ManualClock
 
 OPENING = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)

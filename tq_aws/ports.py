@@ -13,12 +13,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
+from tq_aws.core.codec import decode_task
 from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
 from tq_aws.core.leases import Lease, ShardSpec
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task
-from tq_aws.core.codec import decode_task
 from tq_aws.errors import CodecError
 
 
@@ -314,4 +314,3 @@ class Ports:
     """What ``run_until_idle`` pulls batches from (``None``: only the Lambda runtime runs)."""
     lease_store: LeaseStore | None = None
     """Shard leases for the ECS worker's Kinesis consumer."""
-

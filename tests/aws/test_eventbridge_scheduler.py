@@ -23,7 +23,8 @@ from tq_aws.backends.aws.scheduler import (
     EventBridgeScheduler,
     at_expression,
 )
-from tq_aws.clock import Clock, SystemClock
+from tq_aws.backends.clock import SystemClock
+from tq_aws.ports import Clock
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, InvalidScheduleNameError, ScheduleInputTooLargeError

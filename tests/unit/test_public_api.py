@@ -13,7 +13,7 @@ from tq_aws.backends.memory import (
     MemoryTaskStore,
     MemoryTransport,
 )
-from tq_aws.clock import SystemClock
+from tq_aws.backends.clock import SystemClock
 from tq_aws.errors import TaskValidationError
 from tq_aws.testing import DEFAULT_START, ManualClock
 

@@ -1,5 +1,5 @@
-"""Claim check for results: values over the limit live in the BlobStore, and a small marker
-``{"$tq_blob": ref, "size": n}`` stands in their place until they are read back."""
+"""Claim check for results: values over the limit live in the BlobStore, and a marker
+(``tq_aws.core.claim_check``) stands in their place until they are read back."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ from typing import Any
 
 import pydantic_core
 
+from tq_aws.core.claim_check import DEFAULT_RESULT_LIMIT, MARKER, blob_ref, is_blob_ref
 from tq_aws.ports import BlobStore
 
-MARKER = "$tq_blob"
-DEFAULT_RESULT_LIMIT = 256 * 1024
-
-
-def is_blob_ref(value: Any) -> bool:
-    return isinstance(value, dict) and MARKER in value and len(value) == 2
+__all__ = ["DEFAULT_RESULT_LIMIT", "is_blob_ref", "offload", "resolve"]
 
 
 async def offload(store: BlobStore, key: str, value: Any, size: int, limit: int) -> Any:
@@ -23,7 +19,7 @@ async def offload(store: BlobStore, key: str, value: Any, size: int, limit: int)
     if value is None or size <= limit:
         return value
     ref = await store.put(key, pydantic_core.to_json(value))
-    return {MARKER: ref, "size": size}
+    return blob_ref(ref, size)
 
 
 async def resolve(store: BlobStore, value: Any) -> Any:

@@ -12,15 +12,12 @@ import logging
 from collections.abc import Sequence
 from datetime import datetime
 
-from tq_aws.clock import Clock
-from tq_aws.core.executors import ExecutorRegistry
-from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import build_row
 from tq_aws.core.task import Task, TaskStatus
-from tq_aws.engine.stats import Stats
+from tq_aws.engine.context import EngineContext
 from tq_aws.errors import PublishError
-from tq_aws.ports import ProjectionStore, ScheduledTask, Scheduler, TaskStore, Transport
+from tq_aws.ports import ScheduledTask
 
 logger = logging.getLogger("tq_aws.dispatch")
 
@@ -38,28 +35,17 @@ def scheduled(task: Task, now: datetime) -> ScheduledTask:
 class Dispatcher:
     """Routes prepared tasks to the task store, projections, transport and scheduler."""
 
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        registry: ExecutorRegistry,
-        transport: Transport,
-        scheduler: Scheduler,
-        task_store: TaskStore,
-        projections: ProjectionStore,
-        events: LifecycleBus,
-        stats: Stats,
-        include_payload: bool,
-    ):
-        self._clock = clock
-        self._registry = registry
-        self._transport = transport
-        self._scheduler = scheduler
-        self._store = task_store
-        self._projections = projections
-        self._events = events
-        self._stats = stats
-        self._include_payload = include_payload
+    def __init__(self, context: EngineContext):
+        ports = context.ports
+        self._clock = ports.clock
+        self._registry = context.registry
+        self._transport = ports.transport
+        self._scheduler = ports.scheduler
+        self._store = ports.task_store
+        self._projections = ports.projection_store
+        self._events = context.events
+        self._stats = context.stats
+        self._include_payload = context.settings.include_payload
 
     async def dispatch(self, tasks: Sequence[Task]) -> None:
         """Make every prepared task durable-or-published. Raises ``PublishError`` if the

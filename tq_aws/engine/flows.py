@@ -18,7 +18,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from tq_aws.clock import Clock
 from tq_aws.core.flows import (
     FlowRecord,
     FlowStart,
@@ -32,13 +31,11 @@ from tq_aws.core.flows import (
     flow_meta,
     status_of,
 )
-from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.projections import RANKS, ProjectionRow, version_of
 from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine import blobs
+from tq_aws.engine.context import EngineContext
 from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
-from tq_aws.engine.stats import Stats
-from tq_aws.ports import BlobStore, FlowStore, ProjectionStore, Scheduler, TaskStore
 
 logger = logging.getLogger("tq_aws.flows")
 
@@ -49,28 +46,17 @@ CLOSED_ERRORS = {FlowState.ABORTED: "flow_aborted", FlowState.TIMED_OUT: "flow_t
 class FlowCoordinator:
     """Drives flows over the FlowStore port."""
 
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        flow_store: FlowStore,
-        task_store: TaskStore,
-        projections: ProjectionStore,
-        scheduler: Scheduler,
-        blob_store: BlobStore,
-        dispatcher: Dispatcher,
-        events: LifecycleBus,
-        stats: Stats,
-    ):
-        self._clock = clock
-        self._flows = flow_store
-        self._tasks = task_store
-        self._projections = projections
-        self._scheduler = scheduler
-        self._blobs = blob_store
+    def __init__(self, context: EngineContext, dispatcher: Dispatcher):
+        ports = context.ports
+        self._clock = ports.clock
+        self._flows = ports.flow_store
+        self._tasks = ports.task_store
+        self._projections = ports.projection_store
+        self._scheduler = ports.scheduler
+        self._blobs = ports.blob_store
         self._dispatcher = dispatcher
-        self._events = events
-        self._stats = stats
+        self._events = context.events
+        self._stats = context.stats
 
     async def start(self, starts: Sequence[FlowStart]) -> None:
         """Create each barrier (idempotent), arm its deadline and dispatch its steps."""

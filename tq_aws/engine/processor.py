@@ -23,28 +23,22 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from tq_aws.clock import Clock
 from tq_aws.core.actions import NO_DECISION, BatchBook, Decision
-from tq_aws.core.executors import ExecutorRegistry, ExecutorSpec
+from tq_aws.core.executors import ExecutorSpec
 from tq_aws.core.flows import TIMEOUT_TYPE, FlowStart, flow_meta
-from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.retry import RetryPlan, plan_retry
 from tq_aws.core.runner import BatchOutcome, Runner, TaskOutcome
 from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine import blobs
+from tq_aws.engine.context import EngineContext
 from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
 from tq_aws.engine.flows import FlowCoordinator, step_result
 from tq_aws.engine.handoff import AsyncTaskManager
-from tq_aws.engine.stats import Stats
 from tq_aws.ports import (
-    BlobStore,
     ClaimState,
     Delivery,
-    PoisonStore,
     ScheduledTask,
-    Scheduler,
-    TaskStore,
 )
 
 logger = logging.getLogger("tq_aws.processor")
@@ -59,35 +53,27 @@ class BatchProcessor:
 
     def __init__(
         self,
+        context: EngineContext,
         *,
-        clock: Clock,
-        registry: ExecutorRegistry,
         runner: Runner,
         dispatcher: Dispatcher,
         flows: FlowCoordinator,
-        scheduler: Scheduler,
-        task_store: TaskStore,
-        blob_store: BlobStore,
-        poison_store: PoisonStore,
-        events: LifecycleBus,
-        stats: Stats,
-        result_limit: int,
-        processing_grace: float = 0.0,
         async_tasks: AsyncTaskManager | None = None,
     ):
-        self._clock = clock
-        self._registry = registry
+        ports = context.ports
+        self._clock = ports.clock
+        self._registry = context.registry
         self._runner = runner
         self._dispatcher = dispatcher
         self._flows = flows
-        self._scheduler = scheduler
-        self._store = task_store
-        self._blobs = blob_store
-        self._poison_store = poison_store
-        self._events = events
-        self._stats = stats
-        self._result_limit = result_limit
-        self._processing_grace = processing_grace
+        self._scheduler = ports.scheduler
+        self._store = ports.task_store
+        self._blobs = ports.blob_store
+        self._poison_store = ports.poison_store
+        self._events = context.events
+        self._stats = context.stats
+        self._result_limit = context.settings.result_limit
+        self._processing_grace = context.settings.processing_grace
         self._async_tasks = async_tasks
         runner.handoff = self.accept_handoff
         self.poison: list[PoisonRecord] = []

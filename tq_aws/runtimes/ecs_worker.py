@@ -57,6 +57,7 @@ from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
+from tq_aws.backends.aws.factory import AwsResources
 from tq_aws.backends.aws.sqs import MAX_BATCH_ENTRIES, SqsSource
 from tq_aws.core.codec import decode_task
 from tq_aws.core.leases import Lease, ShardSpec, plan_round
@@ -64,7 +65,7 @@ from tq_aws.errors import CodecError, ConfigurationError
 from tq_aws.ports import Delivery, LeaseStore
 
 if TYPE_CHECKING:
-    from tq_aws.engine.app import TaskQueue
+    from tq_aws.engine.engine import Engine
 
 logger = logging.getLogger("tq_aws.worker")
 
@@ -181,7 +182,7 @@ class EcsWorker:
 
     def __init__(
         self,
-        app: TaskQueue,
+        app: Engine,
         *,
         worker_id: str | None = None,
         lease_seconds: float = 10.0,
@@ -226,7 +227,7 @@ class EcsWorker:
             raise ConfigurationError(
                 f"initial_position={initial_position!r}; give 'TRIM_HORIZON' or 'LATEST'"
             )
-        resources = app.resources
+        resources = app.resources if isinstance(app.resources, AwsResources) else None
         if stream is None and queue_urls is None and resources is None:
             raise ConfigurationError(
                 "the app has no AWS resources: build it with TaskQueue.aws(...) or "
@@ -234,15 +235,19 @@ class EcsWorker:
             )
         self.app = app
         self.worker_id = worker_id or app.worker_id
-        self.stream = stream if stream is not None else resources.routing.stream
-        self.queue_urls = list(
-            queue_urls if queue_urls is not None else resources.routing.queue_urls()
-        )
+        if stream is None and resources is not None:
+            stream = resources.routing.stream
+        if queue_urls is None and resources is not None:
+            queue_urls = resources.routing.queue_urls()
+        self.stream = stream
+        self.queue_urls = list(queue_urls or ())
         if not self.stream and not self.queue_urls:
             raise ConfigurationError("nothing to consume: give a stream or SQS queue URLs")
-        if clients is None and resources is None:
-            raise ConfigurationError("give clients= (AwsClients) when the app has no resources")
-        self.clients: AwsClients = clients if clients is not None else resources.clients
+        if clients is None:
+            if resources is None:
+                raise ConfigurationError("give clients= (AwsClients) when the app has no resources")
+            clients = resources.clients
+        self.clients: AwsClients = clients
         self._emulated = self.clients.settings.is_local
         if self.stream and lease_store is None:
             if resources is None:

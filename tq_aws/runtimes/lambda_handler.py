@@ -113,7 +113,7 @@ from tq_aws.runtimes.lambda_records import (
 )
 
 if TYPE_CHECKING:
-    from tq_aws.engine.app import TaskQueue
+    from tq_aws.engine.engine import Engine
     from tq_aws.engine.handoff import AsyncTaskManager
 
 logger = logging.getLogger("tq_aws.lambda")
@@ -249,7 +249,7 @@ class TaskBatchProcessor(BatchProcessor):
 
     def __init__(
         self,
-        app: TaskQueue,
+        app: Engine,
         source: EventSource,
         *,
         sub_batch_size: int,
@@ -498,7 +498,7 @@ class LambdaHandler:
 
     def __init__(
         self,
-        app: TaskQueue,
+        app: Engine,
         *,
         sub_batch_size: int | None = None,
         safety_margin: float = DEFAULT_SAFETY_MARGIN,
@@ -674,7 +674,7 @@ async def _await_handoffs(manager: AsyncTaskManager, budget: float | None) -> No
             return
 
 
-def _counters(app: TaskQueue) -> dict[str, int]:
+def _counters(app: Engine) -> dict[str, int]:
     stats = app.stats
     return {
         "executed": stats.executed,

@@ -1,7 +1,8 @@
-"""Building a TaskQueue on AWS: configuration, backends, and the resources they need.
+"""The AWS backends of an app: ``AwsConfig`` (what ``TaskQueue.aws`` takes) to a ``Ports``
+bundle and the ``AwsResources`` behind it. It knows ports and backends only, never the engine.
 
-``TaskQueue.aws(...)`` and ``TaskQueue.from_env()`` come here, so the memory path never imports
-an AWS SDK.
+``TaskQueue.aws(...)`` and ``TaskQueue.from_env()`` import this module lazily, so the memory
+path never imports an AWS SDK.
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from botocore.exceptions import ClientError
 
+from tq_aws.backends.aws import dynamodb
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.s3 import S3BlobStore
 from tq_aws.backends.aws.scheduler import EventBridgeScheduler
 from tq_aws.backends.aws.transport import CombinedSource, RoutedTransport
 from tq_aws.backends.memory import MemoryBlobStore
-from tq_aws.clock import Clock, SystemClock
 from tq_aws.errors import ConfigurationError
+from tq_aws.ports import Clock, Ports
 
-if TYPE_CHECKING:
-    from tq_aws.engine.app import TaskQueue
-
-logger = logging.getLogger("tq_aws.aws")
+logger = logging.getLogger(__name__)
 
 ENV_PREFIX = "TQ_"
 
@@ -46,14 +45,17 @@ class AwsResources:
     bucket: str | None
     scheduler_group: str
     blob_store: S3BlobStore | None
-    stores: Any  # the DynamoDB stores module's table helper
+
+    async def aclose(self) -> None:
+        """Close the clients opened on the running event loop."""
+        await self.clients.aclose()
 
     async def ensure(self) -> None:
         """Create the stream, queues, table, bucket and schedule group if they are missing."""
         await asyncio.gather(
             self._ensure_stream(),
             self._ensure_queues(),
-            asyncio.to_thread(self.stores.ensure_table, self.table, self.settings),
+            asyncio.to_thread(dynamodb.ensure_table, self.table, self.settings),
             self._ensure_bucket(),
             self._ensure_schedule_group(),
         )
@@ -100,58 +102,57 @@ class AwsResources:
                 raise
 
 
-def build(
-    *,
-    stream: str | None,
-    queue_url: str | None,
-    table: str,
-    bucket: str | None,
-    scheduler_group: str,
-    scheduler_role_arn: str | None,
-    region: str,
-    endpoint_url: str | None,
-    clock: Clock | None,
-    sqs_queues: Mapping[str, str] | Iterable[str] | None = None,
-    compress_over: int | None = None,
-    max_record_bytes: int = 1_048_576,
-    fire_schedules: bool | None = None,
-    **options: Any,
-) -> TaskQueue:
-    """The TaskQueue behind ``TaskQueue.aws``; see its docstring."""
-    from tq_aws.backends.aws import dynamodb
-    from tq_aws.engine.app import TaskQueue
+@dataclass(frozen=True, slots=True)
+class AwsConfig:
+    """Where an app's AWS backends are; the arguments of ``TaskQueue.aws`` (documented there)."""
 
-    _check_names(stream=stream, bucket=bucket)
-    settings = AwsSettings(region=region, endpoint_url=endpoint_url)
+    stream: str | None
+    queue_url: str | None
+    table: str
+    bucket: str | None
+    scheduler_group: str
+    scheduler_role_arn: str | None
+    region: str
+    endpoint_url: str | None
+    sqs_queues: Mapping[str, str] | Iterable[str] | None
+    compress_over: int | None
+    max_record_bytes: int
+    fire_schedules: bool | None
+
+
+def build(config: AwsConfig, clock: Clock) -> tuple[Ports, AwsResources]:
+    """The ports of ``TaskQueue.aws`` and the resources behind them."""
+    _check_names(stream=config.stream, bucket=config.bucket)
+    settings = AwsSettings(region=config.region, endpoint_url=config.endpoint_url)
     clients = AwsClients(settings)
-    routing = Routing(stream=stream, queue_url=queue_url, sqs_queues=sqs_queues)
-    clock = clock or SystemClock()
-    blob_store = S3BlobStore(bucket, clients) if bucket else None
-    blobs = blob_store or MemoryBlobStore()
+    routing = Routing(
+        stream=config.stream, queue_url=config.queue_url, sqs_queues=config.sqs_queues
+    )
+    blob_store = S3BlobStore(config.bucket, clients) if config.bucket else None
     if not blob_store:
         logger.warning("no bucket= given: large payloads and results stay in this process only")
     transport = RoutedTransport.from_routing(
         routing,
         clients,
         blob_store=blob_store,
-        compress_over=compress_over,
-        max_record_bytes=max_record_bytes,
-        max_message_bytes=min(max_record_bytes, 1_048_576),  # SQS takes at most 1 MiB
+        compress_over=config.compress_over,
+        max_record_bytes=config.max_record_bytes,
+        max_message_bytes=min(config.max_record_bytes, 1_048_576),  # SQS takes at most 1 MiB
     )
-    role = scheduler_role_arn or _default_role(settings)
-    simulate = settings.is_local if fire_schedules is None else fire_schedules
+    role = config.scheduler_role_arn or _default_role(settings)
+    simulate = settings.is_local if config.fire_schedules is None else config.fire_schedules
     scheduler = EventBridgeScheduler(
         clients,
         routing,
-        group=scheduler_group,
+        group=config.scheduler_group,
         role_arn=role,
         clock=clock,
         sqs_delay=transport if transport.sqs else None,  # sends each task to its own queue
         simulate_firing=simulate,
     )
-    table = dynamodb_table_name(table)
+    table = dynamodb_table_name(config.table)
     stores = dynamodb.build_stores(table, settings, blob_store=blob_store, now=clock.now)
-    app = TaskQueue(
+    ports = Ports(
         clock=clock,
         transport=transport,
         source=CombinedSource.from_routing(routing, clients),
@@ -160,20 +161,18 @@ def build(
         flow_store=stores.flows,
         poison_store=stores.poisons,
         scheduler=scheduler,
-        blob_store=blobs,
-        **options,
+        blob_store=blob_store or MemoryBlobStore(),
     )
-    app.resources = AwsResources(
+    resources = AwsResources(
         settings=settings,
         clients=clients,
         routing=routing,
         table=table,
-        bucket=bucket,
-        scheduler_group=scheduler_group,
+        bucket=config.bucket,
+        scheduler_group=config.scheduler_group,
         blob_store=blob_store,
-        stores=dynamodb,
     )
-    return app
+    return ports, resources
 
 
 _STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")

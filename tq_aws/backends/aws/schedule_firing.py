@@ -27,7 +27,7 @@ from tq_aws.errors import ConfigurationError
 
 if TYPE_CHECKING:  # kept out of the import so that tq_aws.testing stays light
     from tq_aws.backends.aws.clients import AwsClients
-    from tq_aws.clock import Clock
+    from tq_aws.ports import Clock
 
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 

@@ -30,7 +30,7 @@ from tq_aws.backends.aws.schedule_firing import (
     next_due_in_group,
     perform_target_action,
 )
-from tq_aws.clock import Clock, SystemClock
+from tq_aws.backends.clock import SystemClock
 from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task, to_utc
 from tq_aws.errors import (
@@ -38,7 +38,7 @@ from tq_aws.errors import (
     InvalidScheduleNameError,
     ScheduleInputTooLargeError,
 )
-from tq_aws.ports import ScheduledTask
+from tq_aws.ports import Clock, ScheduledTask
 
 MAX_SQS_DELAY_SECONDS = 900
 """SQS ``DelaySeconds`` upper bound (15 minutes)."""

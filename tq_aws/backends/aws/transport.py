@@ -32,8 +32,8 @@ from botocore.exceptions import (
 )
 
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
+from tq_aws.core.claim_check import MARKER, is_blob_ref
 from tq_aws.core.task import Task
-from tq_aws.engine.blobs import MARKER, is_blob_ref
 from tq_aws.errors import (
     ConfigurationError,
     InvalidPartitionKeyError,

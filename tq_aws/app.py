@@ -1,0 +1,319 @@
+"""``TaskQueue``: the one place that wires an app. It fills the ports (memory defaults,
+``TaskQueue.aws``, ``TaskQueue.from_env``), registers executors, and hands out the runtimes'
+entry points (``lambda_handler``). Everything it runs is the ``Engine``'s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+from tq_aws.backends.clock import SystemClock
+from tq_aws.backends.memory import (
+    MemoryBlobStore,
+    MemoryFlowStore,
+    MemoryPoisonStore,
+    MemoryProjectionStore,
+    MemoryScheduler,
+    MemoryTaskStore,
+    MemoryTransport,
+)
+from tq_aws.core.claim_check import DEFAULT_RESULT_LIMIT
+from tq_aws.core.executors import ExecutorKind, PartitionKeyFn, make_spec
+from tq_aws.core.lifecycle import LifecycleListener
+from tq_aws.core.retry import DEFAULT_RETRY_AFTER
+from tq_aws.engine.context import EngineSettings
+from tq_aws.engine.engine import Engine
+from tq_aws.engine.handoff import AsyncTaskManager
+from tq_aws.errors import ConfigurationError
+from tq_aws.ports import (
+    BlobStore,
+    Clock,
+    FlowStore,
+    PoisonStore,
+    PollingSource,
+    Ports,
+    ProjectionStore,
+    Resources,
+    Scheduler,
+    TaskStore,
+    Transport,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class TaskQueue(Engine):
+    """The task queue: executors, producers and the local runtime in one object.
+
+    With no arguments it runs on the embedded in-memory backends and the real clock.
+
+    Args:
+        clock: the source of "now" (``tq_aws.testing.ManualClock`` in tests).
+        batch_size: how many records one delivered batch holds at most.
+        transport, task_store, projection_store, flow_store, scheduler, blob_store,
+            poison_store: backends for the ports; each defaults to its memory backend.
+        source: what ``run_until_idle`` and ``run_worker`` pull batches from; defaults to the
+            transport when it can be polled (the memory transport can).
+        result_limit: results larger than this many bytes (JSON) go to the blob store.
+        processing_grace: seconds; when > 0, the ``processing`` row of an entity task is
+            written only if its batch is still running after this long, so a quick task costs
+            one projection write less. A task that fails and will retry still shows
+            ``processing``. 0 (default) writes it before the task runs.
+        include_payload: copy task payloads into projection rows.
+        worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
+        async_tasks: the ``AsyncTaskManager`` for executors with ``handoff_timeout``.
+
+    Example:
+        >>> app = TaskQueue()
+        >>> @app.executor("emails", "send", retries=2)
+        ... async def send(task, actions):
+        ...     actions.success(task, {"message_id": "m-1"})
+        >>> ids = await app.add_tasks([Task(type="send", queue_id="emails", payload={})])
+        >>> await app.run_until_idle()
+    """
+
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        batch_size: int = 100,
+        *,
+        transport: Transport | None = None,
+        task_store: TaskStore | None = None,
+        projection_store: ProjectionStore | None = None,
+        flow_store: FlowStore | None = None,
+        scheduler: Scheduler | None = None,
+        blob_store: BlobStore | None = None,
+        poison_store: PoisonStore | None = None,
+        source: PollingSource | None = None,
+        result_limit: int = DEFAULT_RESULT_LIMIT,
+        processing_grace: float = 0.0,
+        async_tasks: AsyncTaskManager | None = None,
+        include_payload: bool = False,
+        worker_id: str | None = None,
+        ports: Ports | None = None,
+        resources: Resources | None = None,
+    ):
+        settings = EngineSettings(
+            batch_size=batch_size,
+            result_limit=result_limit,
+            processing_grace=processing_grace,
+            include_payload=include_payload,
+        )
+        if ports is None:
+            transport = transport or MemoryTransport()
+            if source is None and isinstance(transport, PollingSource):
+                source = transport
+            ports = Ports(
+                clock=clock or SystemClock(),
+                transport=transport,
+                task_store=task_store or MemoryTaskStore(),
+                projection_store=projection_store or MemoryProjectionStore(),
+                flow_store=flow_store or MemoryFlowStore(),
+                scheduler=scheduler or MemoryScheduler(transport),
+                blob_store=blob_store or MemoryBlobStore(),
+                poison_store=poison_store or MemoryPoisonStore(),
+                source=source,
+            )
+        elif any(
+            given is not None
+            for given in (
+                clock,
+                transport,
+                task_store,
+                projection_store,
+                flow_store,
+                scheduler,
+                blob_store,
+                poison_store,
+                source,
+            )
+        ):
+            raise ConfigurationError("ports= is given: pass the backends inside it, not beside it")
+        super().__init__(
+            ports, settings, worker_id=worker_id, async_tasks=async_tasks, resources=resources
+        )
+
+    # -- construction on AWS -----------------------------------------------------------------
+
+    @classmethod
+    def aws(
+        cls,
+        stream: str | None = None,
+        queue_url: str | None = None,
+        table: str = "tq",
+        bucket: str | None = None,
+        scheduler_group: str = "tq",
+        scheduler_role_arn: str | None = None,
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        clock: Clock | None = None,
+        *,
+        sqs_queues: Mapping[str, str] | Iterable[str] | None = None,
+        compress_over: int | None = None,
+        max_record_bytes: int = 1_048_576,
+        fire_schedules: bool | None = None,
+        **options: Any,
+    ) -> TaskQueue:
+        """A TaskQueue on AWS: Kinesis and/or SQS transports, DynamoDB stores, EventBridge
+        Scheduler, S3 claim check. Executor code is the same as on the embedded default.
+
+        Args:
+            stream: Kinesis stream for every queue id not in ``sqs_queues``.
+            queue_url: SQS queue URL; alone, every queue id travels by it.
+            sqs_queues: queue ids that travel by SQS: ``{queue_id: url}``, or ids using
+                ``queue_url``.
+            table: the DynamoDB table (tasks, projections, flows in one table); a name too
+                short for DynamoDB (under 3 characters) is a prefix: ``<table>-store``.
+            bucket: S3 bucket for payloads and results over the size limits.
+            scheduler_group, scheduler_role_arn: where schedules live and the role EventBridge
+                Scheduler assumes to deliver them.
+            region, endpoint_url: where AWS is (``endpoint_url`` for a local emulator).
+            clock: the clock (default: the real one). With an injected clock every delay goes
+                through the Scheduler, since SQS ``DelaySeconds`` counts real seconds.
+            compress_over: zlib-compress records larger than this many bytes.
+            max_record_bytes: records larger than this go through the claim check (1 MiB;
+                raise it for streams configured for larger records).
+            fire_schedules: let ``run_until_idle`` perform due schedules itself. Defaults to
+                true only for a loopback ``endpoint_url`` (an emulator never fires them).
+            options: any other ``TaskQueue`` option (``batch_size``, ``processing_grace``...).
+        """
+        from tq_aws.backends.aws.factory import AwsConfig, build
+
+        config = AwsConfig(
+            stream=stream,
+            queue_url=queue_url,
+            table=table,
+            bucket=bucket,
+            scheduler_group=scheduler_group,
+            scheduler_role_arn=scheduler_role_arn,
+            region=region,
+            endpoint_url=endpoint_url,
+            sqs_queues=sqs_queues,
+            compress_over=compress_over,
+            max_record_bytes=max_record_bytes,
+            fire_schedules=fire_schedules,
+        )
+        ports, resources = build(config, clock or SystemClock())
+        return cls(ports=ports, resources=resources, **options)
+
+    @classmethod
+    def from_env(cls, clock: Clock | None = None, **options: Any) -> TaskQueue:
+        """A TaskQueue configured by ``TQ_*`` environment variables (the names the SAM and
+        CDK templates set): ``TQ_STREAM``, ``TQ_QUEUE_URL``, ``TQ_SQS_QUEUES`` (JSON object or
+        comma-separated ids), ``TQ_TABLE``, ``TQ_BUCKET``, ``TQ_SCHEDULER_GROUP``,
+        ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_REGION`` (else ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
+        With none of ``TQ_STREAM``, ``TQ_QUEUE_URL`` or a ``TQ_SQS_QUEUES`` mapping set: the
+        embedded default."""
+        from tq_aws.backends.aws.factory import settings_from_env
+
+        config = settings_from_env()
+        if config is None:
+            return cls(clock=clock, **options)
+        return cls.aws(clock=clock, **config, **options)
+
+    # -- registration ---------------------------------------------------------------------
+
+    def executor(
+        self,
+        queue_id: str,
+        type: str,
+        *,
+        parallel: bool = False,
+        chunk_size: int | None = None,
+        retries: int = 0,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        store_on_failure: bool = False,
+        partition_key: PartitionKeyFn | None = None,
+        payload_model: type[BaseModel] | None = None,
+        handoff_timeout: float | None = None,
+        max_duration: float | None = None,
+    ) -> Callable[[F], F]:
+        """Register a single-task executor ``fn(task, actions)`` (plain or ``async def``).
+
+        Args:
+            queue_id, type: the tasks it runs.
+            parallel: run the group's tasks ``chunk_size`` at a time (plain functions in threads).
+            chunk_size: tasks per concurrent chunk (parallel only; default 10, at least 1).
+            retries: retries after a failed attempt (default 0); a task's ``retries`` overrides.
+            retry_after: backoff base in seconds: ``retry_after * (n+1)**2``, capped at 300.
+            store_on_failure: store every failed attempt, retried ones included, so
+                ``get_task`` shows it between attempts. Final failures and ignored tasks are
+                always stored; without this a retry travels by the scheduler alone.
+            partition_key: ``(task) -> str`` ordering key, applied on every dispatch path.
+            payload_model: pydantic model the payload must validate against at ``add_tasks``.
+            handoff_timeout: seconds after which a still-running task is handed off to
+                ``async_tasks`` and the batch goes on; its outcome is recorded when it ends.
+            max_duration: seconds a handed-off task may run before it is cancelled and failed
+                into the retry path (default: the manager's ``default_max_duration``).
+        """
+        kind = ExecutorKind.PARALLEL if parallel else ExecutorKind.SINGLE
+
+        def register(fn: F) -> F:
+            self.registry.add(
+                make_spec(
+                    queue_id,
+                    type,
+                    fn,
+                    kind=kind,
+                    chunk_size=chunk_size,
+                    retries=retries,
+                    retry_after=retry_after,
+                    store_on_failure=store_on_failure,
+                    partition_key=partition_key,
+                    payload_model=payload_model,
+                    handoff_timeout=handoff_timeout,
+                    max_duration=max_duration,
+                )
+            )
+            return fn
+
+        return register
+
+    def batch_executor(
+        self,
+        queue_id: str,
+        type: str,
+        *,
+        retries: int = 0,
+        retry_after: float = DEFAULT_RETRY_AFTER,
+        store_on_failure: bool = False,
+        partition_key: PartitionKeyFn | None = None,
+        payload_model: type[BaseModel] | None = None,
+    ) -> Callable[[F], F]:
+        """Register a batch executor ``fn(tasks, actions)``: the delivered batch's tasks of this
+        type in one call. Tasks it leaves undecided are failed; if it raises, every undecided
+        task fails with the error."""
+
+        def register(fn: F) -> F:
+            self.registry.add(
+                make_spec(
+                    queue_id,
+                    type,
+                    fn,
+                    kind=ExecutorKind.BATCH,
+                    chunk_size=None,
+                    retries=retries,
+                    retry_after=retry_after,
+                    store_on_failure=store_on_failure,
+                    partition_key=partition_key,
+                    payload_model=payload_model,
+                )
+            )
+            return fn
+
+        return register
+
+    def add_listener(self, listener: LifecycleListener) -> None:
+        """Receive lifecycle events (see ``tq_aws.LifecycleListener``)."""
+        self.events.listeners.append(listener)
+
+    def lambda_handler(self, **options: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """The AWS Lambda entry point: ``handler(event, context)`` runs the event of a Kinesis
+        or SQS event source mapping and returns ``{"batchItemFailures": [...]}``. Options
+        (``sub_batch_size``, ``safety_margin``, ``logger``, ``metrics``, ``tracer``...): see
+        ``tq_aws.runtimes.lambda_handler.LambdaHandler``."""
+        from tq_aws.runtimes.lambda_handler import LambdaHandler
+
+        return LambdaHandler(self, **options)

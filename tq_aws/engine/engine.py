@@ -1,0 +1,294 @@
+"""``Engine``: the engine on its ports. Adds tasks, runs delivered batches, reads status.
+
+It knows the ports only (``tq_aws.ports``), never a backend or a runtime: ``TaskQueue``
+(``tq_aws.app``) fills the ports, and the runtimes (Lambda, ECS, the local loop) drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from tq_aws.core import log_context
+from tq_aws.core.claim_check import is_blob_ref
+from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.flows import FlowStatus
+from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.poison import PoisonRecord
+from tq_aws.core.prepare import prepare_tasks
+from tq_aws.core.projections import ProjectionRow, build_row
+from tq_aws.core.runner import Runner
+from tq_aws.core.task import Entity, Task
+from tq_aws.engine import blobs
+from tq_aws.engine.context import EngineContext, EngineSettings
+from tq_aws.engine.dispatch import Dispatcher, schedule_name
+from tq_aws.engine.flows import FlowCoordinator
+from tq_aws.engine.handoff import AsyncTaskManager
+from tq_aws.engine.processor import BatchProcessor
+from tq_aws.engine.stats import Stats
+from tq_aws.errors import ConfigurationError
+from tq_aws.ports import (
+    BlobStore,
+    Clock,
+    DueScheduler,
+    FlowStore,
+    PoisonStore,
+    PollingSource,
+    Ports,
+    ProjectionStore,
+    Resources,
+    Scheduler,
+    TaskStore,
+    Transport,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """``<host>-<pid>-<ms>``: tells apart the processes of one deployment in logs and leases."""
+    return f"{socket.gethostname()}-{os.getpid()}-{int(time.time() * 1000)}"
+
+
+class Engine:
+    """Adds tasks, runs batches and reads status over a ``Ports`` bundle.
+
+    Args:
+        ports: the backends.
+        settings: batch size, result limit, processing grace, payload copies.
+        worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
+        async_tasks: the ``AsyncTaskManager`` for executors with ``handoff_timeout``.
+        resources: what the backends hold beyond the ports (AWS clients), closed by ``aclose``.
+    """
+
+    def __init__(
+        self,
+        ports: Ports,
+        settings: EngineSettings | None = None,
+        *,
+        worker_id: str | None = None,
+        async_tasks: AsyncTaskManager | None = None,
+        resources: Resources | None = None,
+    ):
+        self.settings = settings or EngineSettings()
+        self.batch_size = self.settings.batch_size
+        self.worker_id = worker_id or default_worker_id()
+        self.registry = ExecutorRegistry()
+        self.events = LifecycleBus()
+        self.stats = Stats()
+        self.async_tasks = async_tasks or AsyncTaskManager()
+        self.resources: Resources | None = resources
+        """What the backends hold beyond the ports (``AwsResources`` on AWS), or ``None``."""
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_thread: threading.Thread | None = None
+        self._sync_lock = threading.Lock()
+        log_context.install_record_factory()
+        self.use_ports(ports)
+
+    def use_ports(self, ports: Ports) -> None:
+        """Wire the engine to ``ports`` (a wrapped copy of its own, for instance: the fault
+        harness does this). Registered executors, listeners and counters are kept."""
+        self.ports = ports
+        self.clock: Clock = ports.clock
+        self.transport: Transport = ports.transport
+        self.task_store: TaskStore = ports.task_store
+        self.projection_store: ProjectionStore = ports.projection_store
+        self.flow_store: FlowStore = ports.flow_store
+        self.scheduler: Scheduler = ports.scheduler
+        self.blob_store: BlobStore = ports.blob_store
+        self.poison_store: PoisonStore = ports.poison_store
+        self.source: PollingSource | None = ports.source
+        context = EngineContext(ports, self.registry, self.events, self.stats, self.settings)
+        self._dispatcher = Dispatcher(context)
+        self._runner = Runner(
+            self.registry,
+            self._prepare_children,
+            worker_id=self.worker_id,
+            now=self.clock.now,
+            events=self.events,
+        )
+        self.flows = FlowCoordinator(context, self._dispatcher)
+        self.processor = BatchProcessor(
+            context,
+            runner=self._runner,
+            dispatcher=self._dispatcher,
+            flows=self.flows,
+            async_tasks=self.async_tasks,
+        )
+
+    def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:
+        return prepare_tasks(tasks, self.registry, self.clock.now(), inherit_context=context)
+
+    # -- resources ------------------------------------------------------------------------
+
+    async def ensure_resources(self) -> None:
+        """Create the AWS resources that are missing (development and tests; production uses
+        the templates). Nothing to do on the embedded default."""
+        if self.resources is not None:
+            await self.resources.ensure()
+
+    async def aclose(self) -> None:
+        """Close the AWS clients opened on the running event loop, and stop the private loop
+        of ``add_tasks_sync`` (closing the clients it opened)."""
+        if self.resources is not None:
+            await self.resources.aclose()
+        with self._sync_lock:
+            loop, self._sync_loop = self._sync_loop, None
+            thread, self._sync_thread = self._sync_thread, None
+        if loop is not None:
+            if self.resources is not None:
+                done = asyncio.run_coroutine_threadsafe(self.resources.aclose(), loop)
+                await asyncio.wrap_future(done)
+            loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 10)
+
+    # -- producing ------------------------------------------------------------------------
+
+    async def add_tasks(self, tasks: Sequence[Task]) -> list[str]:
+        """Add tasks; return their ids in order.
+
+        Due tasks are published; tasks with a future ``execute_at`` are stored ``scheduled``
+        and delivered by the Scheduler; ``force_store`` tasks are stored too. The whole call is
+        validated first: on ``TaskValidationError`` nothing is added.
+        """
+        prepared = prepare_tasks(tasks, self.registry, self.clock.now())
+        await self._dispatcher.dispatch(prepared)
+        return [t.id or "" for t in prepared]
+
+    def add_tasks_sync(self, tasks: Sequence[Task]) -> list[str]:
+        """``add_tasks`` for synchronous code (web apps, scripts): blocks until the tasks are
+        accepted and returns their ids. Safe from any thread; it runs on a private event loop
+        kept for the app, so AWS connections are reused across calls. Not for use inside a
+        running event loop (await ``add_tasks`` there). The memory backends are not
+        thread-safe: with them, do not run a worker in another thread at the same time."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("add_tasks_sync inside a running event loop; await add_tasks")
+        loop = self._private_loop()
+        return asyncio.run_coroutine_threadsafe(self.add_tasks(tasks), loop).result()
+
+    def _private_loop(self) -> asyncio.AbstractEventLoop:
+        with self._sync_lock:
+            if self._sync_loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(
+                    target=loop.run_forever, name="tq-aws-sync-producer", daemon=True
+                )
+                thread.start()
+                self._sync_loop = loop
+                self._sync_thread = thread
+            return self._sync_loop
+
+    # -- reading --------------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task | None:
+        """The stored record of a task, or ``None`` when it was never stored."""
+        task = await self.task_store.get(task_id)
+        if task is not None and is_blob_ref(task.execution_result):
+            result = await blobs.resolve(self.blob_store, task.execution_result)
+            task = task.model_copy(update={"execution_result": result})
+        return task
+
+    async def entity_status(self, entity: Entity) -> list[ProjectionRow]:
+        """The latest status row of every task (and flow) of ``entity``, oldest first."""
+        rows = await self.projection_store.for_entity(entity)
+        for i, row in enumerate(rows):
+            if is_blob_ref(row.result):
+                result = await blobs.resolve(self.blob_store, row.result)
+                rows[i] = row.model_copy(update={"result": result})
+        return rows
+
+    async def flow_status(self, flow_id: str) -> FlowStatus | None:
+        """A flow's state (``open``, ``joined``, ``aborted``, ``timed_out``), counts, times and
+        join task id; ``None`` for an unknown flow."""
+        return await self.flows.status(flow_id)
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a stored task that has not started; return whether it was cancelled.
+
+        A cancelled task reads ``cancelled`` and is never executed, even if its record was
+        already on its way to a consumer."""
+        now = self.clock.now()
+        task = await self.task_store.cancel(task_id, now)
+        if task is None:
+            return False
+        await self.scheduler.cancel([schedule_name(task)])
+        if build_row(task, "cancelled", now) is not None:
+            await self._dispatcher.project([task], "cancelled", now)
+        self.stats.cancelled += 1
+        if self.events:
+            self.events.on_task_cancelled(task)
+        return True
+
+    def next_due(self) -> datetime | None:
+        """When the Scheduler's earliest pending delivery is due (memory scheduler), or
+        ``None``: lets tests and demos move a ManualClock straight to the next event."""
+        if isinstance(self.scheduler, DueScheduler):
+            return self.scheduler.next_due()
+        return None
+
+    @property
+    def poison(self) -> list[PoisonRecord]:
+        """Records this process could not decode, with their bytes, reason and position
+        (``poison_records`` reads what every worker kept)."""
+        return self.processor.poison
+
+    async def poison_records(self, limit: int = 100) -> list[PoisonRecord]:
+        """The poison records kept in the poison store by every worker, newest first: what
+        ``tq-aws poison`` shows. A record delivered again is kept once."""
+        return await self.poison_store.recent(limit)
+
+    # -- running locally ------------------------------------------------------------------
+
+    def _source(self) -> PollingSource:
+        if self.source is None:
+            raise ConfigurationError(
+                "this TaskQueue has no polling source; pass source=... or run the Lambda runtime"
+            )
+        return self.source
+
+    async def run_until_idle(self) -> int:
+        """Fire due schedules and run every delivered batch until nothing is due at the clock's
+        now. Never moves the clock. Returns the number of batches run.
+
+        If a batch's outcome cannot be recorded, its records are given back for redelivery
+        and the error is raised; calling again redelivers them."""
+        source = self._source()
+        scheduler = self.scheduler if isinstance(self.scheduler, DueScheduler) else None
+        batches = 0
+        while True:
+            fired = await scheduler.fire_due(self.clock.now()) if scheduler is not None else 0
+            deliveries = await source.receive(self.batch_size)
+            if not deliveries:
+                if fired:
+                    continue
+                if self.async_tasks.active:  # handed-off tasks may still add work
+                    await self.async_tasks.wait_any()
+                    continue
+                return batches
+            try:
+                await self.processor.process(deliveries)
+            except BaseException:
+                await source.nack(deliveries)
+                raise
+            await source.ack(deliveries)
+            batches += 1
+
+    async def run_worker(self, stop: asyncio.Event, *, idle_sleep: float = 0.05) -> None:
+        """Run until ``stop`` is set: batches as they come, schedules as they fall due."""
+        while not stop.is_set():
+            await self.run_until_idle()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=idle_sleep)
