@@ -7,19 +7,22 @@ from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task, TaskStatus
-from tq_aws.errors import TaskValidationError
+from tq_aws.errors import ConfigurationError, PublishError, TaskValidationError, TqError
 
 __all__ = [
     "Actions",
+    "ConfigurationError",
     "Entity",
     "FlowStatus",
     "Join",
     "LifecycleListener",
     "PoisonRecord",
     "ProjectionRow",
+    "PublishError",
     "Task",
     "TaskQueue",
     "TaskStatus",
     "TaskValidationError",
+    "TqError",
 ]
 __version__ = "0.1.0"

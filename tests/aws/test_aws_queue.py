@@ -139,12 +139,12 @@ def test_schedules_fire_in_run_until_idle_only_on_a_local_endpoint() -> None:
 def test_without_a_bucket_large_values_stay_in_process_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="tq_aws.aws"):
+    with caplog.at_level(logging.WARNING, logger="tq_aws.backends.aws.factory"):
         app = _local(stream="s")
     assert isinstance(app.blob_store, MemoryBlobStore)
     assert "no bucket=" in caplog.text
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tq_aws.aws"):
+    with caplog.at_level(logging.WARNING, logger="tq_aws.backends.aws.factory"):
         with_bucket = _local(stream="s", bucket="tq-blobs")
     assert not isinstance(with_bucket.blob_store, MemoryBlobStore)
     assert "no bucket=" not in caplog.text

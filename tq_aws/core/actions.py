@@ -29,7 +29,9 @@ from tq_aws.core.task import Entity, Task
 from tq_aws.errors import DecisionError, ResultNotSerializableError, TaskValidationError
 from tq_aws.ids import derived_id, new_id
 
-logger = logging.getLogger("tq_aws.actions")
+logger = logging.getLogger(__name__)
+# Executors log through this one logger (``actions.logger``): a user filters their tasks' own
+# messages by this name, apart from the library's module loggers.
 task_logger = logging.getLogger("tq_aws.task")
 
 PrepareFn = Callable[[Sequence[Task], Mapping[str, str]], list[Task]]

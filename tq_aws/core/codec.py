@@ -5,11 +5,19 @@ ISO-8601 strings. ``execute_at`` and ``updated_at`` are left out when they equal
 (every task as it is added) and read back from it; when ``created_at`` is set, an absent one of
 them is written as ``null``. A record may be zlib-compressed; JSON always starts with ``{`` and
 a zlib stream with ``0x78``, so the first byte tells them apart without a header of our own.
+
+An SQS message body is text: the record's JSON as is, or, when the record is compressed (or the
+JSON holds characters SQS does not carry), base64 of its bytes (``encode_sqs_body``). JSON
+always starts with ``{`` and base64 never does. The SQS backend writes it and both the SQS
+source and the Lambda runtime read it (``decode_sqs_body``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import zlib
 from typing import Literal
 
@@ -127,3 +135,35 @@ def _classify(data: bytes, exc: ValidationError) -> CodecError:
     return CodecError(
         f"record holds an invalid task: {where}: {first['msg']}", reason="invalid_task"
     )
+
+
+# -- SQS message bodies ----------------------------------------------------------------------
+
+# Characters SQS refuses in a body (outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD and
+# #x10000-#x10FFFF); JSON escapes the controls, so only these two can appear raw.
+_NOT_IN_SQS = re.compile("[\ufffe\uffff]")
+
+
+def encode_sqs_body(data: bytes) -> str:
+    """The SQS message body of a codec record: JSON text as is, anything else as base64."""
+    if data[:1] == b"{":
+        text = data.decode("utf-8")
+        if not _NOT_IN_SQS.search(text):
+            return text
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_sqs_body(body: str) -> bytes:
+    """The codec record of an SQS message body (see ``encode_sqs_body``).
+
+    Raises:
+        CodecError: the body is neither JSON nor base64 (``reason="malformed"``).
+    """
+    if body.startswith("{"):
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
+        raise CodecError(
+            "message body is neither codec JSON nor base64 of a record", reason="malformed"
+        ) from exc

@@ -16,7 +16,7 @@ from tq_aws.core.retry import DEFAULT_RETRY_AFTER
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError
 
-logger = logging.getLogger("tq_aws.executors")
+logger = logging.getLogger(__name__)
 
 PartitionKeyFn = Callable[[Task], str]
 

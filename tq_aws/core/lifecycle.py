@@ -10,7 +10,7 @@ from typing import Any
 
 from tq_aws.core.task import Task
 
-logger = logging.getLogger("tq_aws.lifecycle")
+logger = logging.getLogger(__name__)
 
 
 class LifecycleListener:

@@ -20,7 +20,7 @@ MAX_KEYS = 10
 MAX_JSON_CHARS = 1024
 RUNTIME_KEYS = ("task_id", "task_type", "queue_id", "worker_id")
 
-logger = logging.getLogger("tq_aws.log_context")
+logger = logging.getLogger(__name__)
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 _current: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(

@@ -30,7 +30,7 @@ from tq_aws.core.flows import FlowStart
 from tq_aws.core.lifecycle import LifecycleBus
 from tq_aws.core.task import Task
 
-logger = logging.getLogger("tq_aws.runner")
+logger = logging.getLogger(__name__)
 
 UNKNOWN_EXECUTOR = "unknown_executor"
 _NONE: list[Task] = []  # shared empty defaults of outcomes: never appended to
