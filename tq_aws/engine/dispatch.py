@@ -19,7 +19,7 @@ from tq_aws.engine.context import EngineContext
 from tq_aws.errors import PublishError
 from tq_aws.ports import ScheduledTask
 
-logger = logging.getLogger("tq_aws.dispatch")
+logger = logging.getLogger(__name__)
 
 
 def schedule_name(task: Task) -> str:

@@ -32,12 +32,12 @@ from tq_aws.core.flows import (
     status_of,
 )
 from tq_aws.core.projections import RANKS, ProjectionRow, version_of
-from tq_aws.core.task import Task, TaskStatus
+from tq_aws.core.task import Task
 from tq_aws.engine import blobs
 from tq_aws.engine.context import EngineContext
 from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
 
-logger = logging.getLogger("tq_aws.flows")
+logger = logging.getLogger(__name__)
 
 MAX_CLOSE_ATTEMPTS = 20
 CLOSED_ERRORS = {FlowState.ABORTED: "flow_aborted", FlowState.TIMED_OUT: "flow_timeout"}
@@ -237,17 +237,3 @@ def _flow_row(
         created_at=record.started_at,
         updated_at=now,
     )
-
-
-def step_result(task: Task) -> StepResult | None:
-    """The flow step result a finished task reports, or ``None`` if it is not a flow step."""
-    meta = flow_meta(task)
-    if meta is None or "step_index" not in meta:
-        return None
-    index = int(meta["step_index"])
-    if task.status is TaskStatus.EXECUTED:
-        return StepResult(index, "success", task.execution_result)
-    error = task.execution_stats.get("last_error") or task.execution_stats.get("ignored_reason")
-    if task.status is TaskStatus.EXPIRED:
-        error = "expired"
-    return StepResult(index, "fail", error=str(error or "step failed"))

@@ -1,4 +1,5 @@
-"""Long-running tasks handed off from their batch: the ``AsyncTaskManager``.
+"""Long-running tasks handed off from their batch: the ``AsyncTaskManager``, and the engine's
+hand-off hook (accepting a task from the runner, its watchdog delivery, recording its outcome).
 
 A single-task executor registered with ``handoff_timeout`` that has not finished after that many
 seconds is handed off: the batch goes on without it and its outcome is recorded when it ends.
@@ -17,10 +18,16 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
+from tq_aws.core.actions import NO_DECISION, BatchBook, Decision
+from tq_aws.core.executors import ExecutorRegistry, ExecutorSpec
+from tq_aws.core.runner import BatchOutcome, TaskOutcome
 from tq_aws.core.task import Task
+from tq_aws.engine.dispatch import schedule_name
+from tq_aws.ports import ScheduledTask, Scheduler
 
-logger = logging.getLogger("tq_aws.handoff")
+logger = logging.getLogger(__name__)
 
 TimeoutHook = Callable[[str, Task, float], object]
 
@@ -241,3 +248,77 @@ class AsyncTaskManager:
     @property
     def active(self) -> int:
         return len(self._entries)
+
+
+# -- the engine's side ----------------------------------------------------------------------
+
+WATCHDOG_MARGIN = 60.0
+"""Seconds past a handed-off task's maximum duration before its record is delivered again."""
+
+RecordFn = Callable[[BatchOutcome], Awaitable[object]]
+"""Records a batch's outcomes (``OutcomeRecorder.record``)."""
+
+
+def watchdog_name(task: Task) -> str:
+    """The schedule name of a handed-off task's watchdog delivery."""
+    return f"{schedule_name(task)}.h"
+
+
+def watchdog(
+    task: Task, now: datetime, registry: ExecutorRegistry, manager: AsyncTaskManager | None
+) -> ScheduledTask:
+    """The delivery that brings a handed-off task's stored record back if its worker dies
+    before it ends: due ``WATCHDOG_MARGIN`` seconds past its maximum duration."""
+    limit = manager.default_max_duration if manager is not None else 600.0
+    spec = registry.get(task.queue_id, task.type)
+    if spec is not None and spec.max_duration is not None:
+        limit = spec.max_duration
+    at = now + timedelta(seconds=limit + WATCHDOG_MARGIN)
+    return ScheduledTask(at=at, name=watchdog_name(task), task=task)
+
+
+class HandoffHook:
+    """What the runner offers a task still running after its handoff timeout (``accept``):
+    the manager takes it, and once it ends its outcome is recorded and its watchdog disarmed."""
+
+    def __init__(self, manager: AsyncTaskManager | None, scheduler: Scheduler, record: RecordFn):
+        self._manager = manager
+        self._scheduler = scheduler
+        self._record = record
+
+    def accept(
+        self, spec: ExecutorSpec, task: Task, job: asyncio.Task[None], book: BatchBook
+    ) -> bool:
+        """Offered by the runner: a task still running after its handoff timeout."""
+        if self._manager is None or not self._manager.can_accept_task():
+            return False
+
+        async def complete(evicted: bool) -> None:
+            await self._finish(spec, task, book, evicted)
+
+        return self._manager.handoff_task(task, job, complete, task_timeout=spec.max_duration)
+
+    async def _finish(self, spec: ExecutorSpec, task: Task, book: BatchBook, evicted: bool) -> None:
+        tid = task.id or ""
+        if evicted and tid not in book.decisions:
+            limit = spec.max_duration or (
+                self._manager.default_max_duration if self._manager else 0
+            )
+            book.decide(
+                task,
+                Decision(
+                    kind="fail",
+                    error=f"handed-off task ran past its maximum duration of {limit:g} s "
+                    "and was cancelled",
+                ),
+            )
+        decision = book.decisions.get(tid) or Decision(kind="fail", error=NO_DECISION)
+        outcome = TaskOutcome(
+            task=task.copy_with(**{"stored": True}),
+            spec=spec,
+            decision=decision,
+            children=book.children.get(tid, []),
+            flows=book.flows.get(tid, []),
+        )
+        await self._record(BatchOutcome([outcome], []))
+        await self._scheduler.cancel([watchdog_name(task)])

@@ -1,6 +1,8 @@
-"""Processing one delivered batch: decode, claim, run, post-process.
+"""Processing one delivered batch: admission (poison, duplicates, claims, early, expired and
+sentinel tasks), the ``processing`` rows, the run, then the recording of its outcomes.
 
-Post-processing writes in the order that makes a crash at any point safe to redeliver:
+Recording (``tq_aws.engine.recording``, planned by ``tq_aws.core.outcomes``) writes in the order
+that makes a crash at any point safe to redeliver:
 
 1. flows and children of finished attempts are dispatched, retries are scheduled
    (deterministic names and ids, so a repeat is harmless);
@@ -21,35 +23,27 @@ import logging
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
-from tq_aws.core.actions import NO_DECISION, BatchBook, Decision
-from tq_aws.core.executors import ExecutorSpec
-from tq_aws.core.flows import TIMEOUT_TYPE, FlowStart, flow_meta
+from tq_aws.core.flows import TIMEOUT_TYPE, flow_meta
+from tq_aws.core.outcomes import terminal_row
 from tq_aws.core.poison import PoisonRecord
-from tq_aws.core.retry import RetryPlan, plan_retry
-from tq_aws.core.runner import BatchOutcome, Runner, TaskOutcome
-from tq_aws.core.task import Task, TaskStatus
+from tq_aws.core.runner import Runner
+from tq_aws.core.task import Task
 from tq_aws.engine import blobs
 from tq_aws.engine.context import EngineContext
-from tq_aws.engine.dispatch import Dispatcher, schedule_name, scheduled
-from tq_aws.engine.flows import FlowCoordinator, step_result
-from tq_aws.engine.handoff import AsyncTaskManager
-from tq_aws.ports import (
-    ClaimState,
-    Delivery,
-    ScheduledTask,
-)
+from tq_aws.engine.dispatch import Dispatcher, scheduled
+from tq_aws.engine.flows import FlowCoordinator
+from tq_aws.engine.handoff import AsyncTaskManager, HandoffHook
+from tq_aws.engine.recording import OutcomeRecorder
+from tq_aws.ports import ClaimState, Delivery
 
-logger = logging.getLogger("tq_aws.processor")
+logger = logging.getLogger(__name__)
 
 EARLY_TOLERANCE = timedelta(milliseconds=1)
-WATCHDOG_MARGIN = 60.0
-"""Seconds past a handed-off task's maximum duration before its record is delivered again."""
 
 
 class BatchProcessor:
-    """Runs delivered batches through the runner and persists their outcomes."""
+    """Runs delivered batches through the runner and has their outcomes recorded."""
 
     def __init__(
         self,
@@ -62,7 +56,6 @@ class BatchProcessor:
     ):
         ports = context.ports
         self._clock = ports.clock
-        self._registry = context.registry
         self._runner = runner
         self._dispatcher = dispatcher
         self._flows = flows
@@ -72,10 +65,11 @@ class BatchProcessor:
         self._poison_store = ports.poison_store
         self._events = context.events
         self._stats = context.stats
-        self._result_limit = context.settings.result_limit
         self._processing_grace = context.settings.processing_grace
-        self._async_tasks = async_tasks
-        runner.handoff = self.accept_handoff
+        self._recorder = OutcomeRecorder(
+            context, dispatcher=dispatcher, flows=flows, async_tasks=async_tasks
+        )
+        runner.handoff = HandoffHook(async_tasks, ports.scheduler, self._recorder.record).accept
         self.poison: list[PoisonRecord] = []
         """The poison records this process has seen (the store keeps everyone's)."""
 
@@ -117,7 +111,7 @@ class BatchProcessor:
             else:
                 late.cancel()
                 pending_processing = first_attempts
-        succeeded, failed = await self._post_process(outcome, expired, pending_processing)
+        succeeded, failed = await self._recorder.record(outcome, expired, pending_processing)
         self._stats.batches += 1
         if self._events:
             self._events.on_batch_completed(
@@ -198,8 +192,8 @@ class BatchProcessor:
                 if self._sort(task, now, runnable, expired, sentinels):
                     runnable[-1] = await self._with_payload(task)
         if repairs:  # outcomes recorded before a crash: re-write what may not have landed
-            await self._dispatcher.project_rows([_terminal_row(t) for t in repairs], now)
-            await self._report_flows(repairs)
+            await self._dispatcher.project_rows([terminal_row(t) for t in repairs], now)
+            await self._recorder.report_flows(repairs)
         return runnable, expired, sentinels
 
     @staticmethod
@@ -224,276 +218,3 @@ class BatchProcessor:
     async def _with_payload(self, task: Task) -> Task:
         payload = await blobs.resolve(self._blobs, task.payload)
         return task.copy_with(**{"payload": payload})
-
-    async def _post_process(
-        self, outcome: BatchOutcome, expired: list[Task], pending_processing: list[Task]
-    ) -> tuple[int, int]:
-        now = self._clock.now()
-        to_store: list[Task] = []
-        successes: list[Task] = []
-        finals: list[Task] = []
-        ignored: list[Task] = []
-        retries: list[RetryPlan] = []
-        retried: list[Task] = []  # the failed attempts behind ``retries``, for events
-        inline: dict[str, Any] = {}  # results as the executor gave them, for events
-        children: list[Task] = list(outcome.batch_children)
-        starts: list[FlowStart] = list(outcome.batch_flows)
-        handoffs: list[Task] = []
-        plain_successes = 0
-        events = bool(self._events)
-        for o in outcome.outcomes:
-            task = o.task
-            if o.handed_off:
-                handoffs.append(self._handed_off_copy(task, now))
-                continue
-            if o.ignored_reason is not None:
-                stats = {
-                    **task.execution_stats,
-                    "ignored_reason": o.ignored_reason,
-                    "ignored_at": now.isoformat(),
-                }
-                ignored.append(
-                    task.copy_with(
-                        **{
-                            "status": TaskStatus.IGNORED,
-                            "updated_at": now,
-                            "execution_stats": stats,
-                        }
-                    )
-                )
-                continue
-            decision = o.decision
-            assert decision is not None
-            if decision.kind == "success":
-                children.extend(o.children)
-                starts.extend(o.flows)
-                if not (task.stored or task.entity or task.metadata or events):
-                    plain_successes += 1  # nothing to record: no copy needed (the hot path)
-                    continue
-                result = await blobs.offload(
-                    self._blobs,
-                    f"results/{task.id}",
-                    decision.result,
-                    decision.result_size,
-                    self._result_limit,
-                )
-                done = task.copy_with(
-                    **{
-                        "status": TaskStatus.EXECUTED,
-                        "updated_at": now,
-                        "execution_result": result,
-                    }
-                )
-                successes.append(done)
-                inline[task.id or ""] = decision.result
-                if task.stored:
-                    to_store.append(done)
-                continue
-            stats = dict(task.execution_stats)
-            if decision.error is not None:
-                stats["last_error"] = decision.error
-                stats.pop("last_error_stack", None)
-            if decision.stack is not None:
-                stats["last_error_stack"] = decision.stack
-            if decision.meta:
-                stats.update(decision.meta)
-                # the framework's counter is not the executor's to change: it bounds retries
-                stats["retry_count"] = task.retry_count
-            failed = task.copy_with(**{"execution_stats": stats, "updated_at": now})
-            spec = o.spec
-            plan = plan_retry(
-                failed,
-                executor_retries=spec.retries if spec else 0,
-                executor_retry_after=spec.retry_after if spec else 2.0,
-                now=now,
-            )
-            if plan is None:
-                final = failed.copy_with(
-                    **{
-                        "status": TaskStatus.FAILED,
-                        "execution_stats": {**stats, "failed_at": now.isoformat()},
-                    }
-                )
-                finals.append(final)
-                children.extend(o.children)
-                starts.extend(o.flows)
-            else:
-                # A retry is stored when a durable copy exists already (it must move on) or the
-                # executor asked for failures to be kept; otherwise it travels by the scheduler.
-                if task.stored or (spec is not None and spec.store_on_failure):
-                    plan = RetryPlan(plan.task.copy_with(**{"stored": True}), plan.at, plan.delay)
-                retries.append(plan)
-                retried.append(failed)
-        if plain_successes == len(outcome.outcomes) and not (
-            expired or children or starts or pending_processing
-        ):  # nothing to write: the common batch of plain tasks
-            self._stats.executed += plain_successes
-            return plain_successes, 0
-        expired_done = [
-            t.copy_with(**{"status": TaskStatus.EXPIRED, "updated_at": now}) for t in expired
-        ]
-        to_store.extend(expired_done)
-
-        # 1. flows and children of finished attempts, and the next attempts of retried ones.
-        if starts:
-            await self._flows.start(starts)
-        if children:
-            await self._dispatcher.dispatch(children)
-        if retries:
-            await self._scheduler.schedule(
-                [ScheduledTask(at=p.at, name=schedule_name(p.task), task=p.task) for p in retries]
-            )
-        if handoffs:  # brought back by the scheduler if this worker dies before they end
-            await self._scheduler.schedule([self._watchdog(t, now) for t in handoffs])
-        # 2. durable records.
-        to_store.extend(handoffs)
-        to_store.extend(p.task for p in retries if p.task.stored)
-        to_store.extend(finals)
-        to_store.extend(ignored)
-        if to_store:
-            await self._store.put(to_store)
-        # 3. projections, in one store call: tasks that will retry show ``processing`` even
-        # within the grace; every other task its terminal row.
-        rows: list[tuple[Task, str, str | None, object]] = []
-        if pending_processing:
-            retrying = {p.task.id for p in retries}
-            rows.extend(
-                (t, "processing", None, None) for t in pending_processing if t.id in retrying
-            )
-        rows.extend(
-            _terminal_row(t)
-            for t in (*successes, *finals, *ignored, *expired_done)
-            if t.entity is not None
-        )
-        if rows:
-            await self._dispatcher.project_rows(rows, now)
-
-        self._stats.executed += len(successes) + plain_successes
-        self._stats.failed += len(finals)
-        self._stats.retried += len(retries)
-        self._stats.ignored += len(ignored)
-        self._stats.expired += len(expired)
-        if self._events:  # before the flow events these outcomes may cause
-            retry_pairs = list(zip(retried, retries, strict=True))
-            self._emit(successes, finals, retry_pairs, ignored, expired, inline)
-
-        # 4. flow barriers and joins.
-        if successes or finals or ignored or expired_done:
-            await self._report_flows([*successes, *finals, *ignored, *expired_done])
-        return len(successes) + plain_successes, len(finals) + len(retries)
-
-    # -- handed-off tasks ----------------------------------------------------------------------
-
-    def accept_handoff(
-        self, spec: ExecutorSpec, task: Task, job: asyncio.Task[None], book: BatchBook
-    ) -> bool:
-        """Offered by the runner: a task still running after its handoff timeout."""
-        if self._async_tasks is None or not self._async_tasks.can_accept_task():
-            return False
-
-        async def complete(evicted: bool) -> None:
-            await self._finish_handoff(spec, task, book, evicted)
-
-        return self._async_tasks.handoff_task(task, job, complete, task_timeout=spec.max_duration)
-
-    def _handed_off_copy(self, task: Task, now: datetime) -> Task:
-        return task.copy_with(
-            **{
-                "stored": True,
-                "status": TaskStatus.PROCESSING,
-                "processing_started_at": now,
-                "updated_at": now,
-            }
-        )
-
-    def _watchdog(self, task: Task, now: datetime) -> ScheduledTask:
-        limit = self._async_tasks.default_max_duration if self._async_tasks is not None else 600.0
-        spec = self._registry.get(task.queue_id, task.type)
-        if spec is not None and spec.max_duration is not None:
-            limit = spec.max_duration
-        at = now + timedelta(seconds=limit + WATCHDOG_MARGIN)
-        return ScheduledTask(at=at, name=f"{schedule_name(task)}.h", task=task)
-
-    async def _finish_handoff(
-        self, spec: ExecutorSpec, task: Task, book: BatchBook, evicted: bool
-    ) -> None:
-        tid = task.id or ""
-        if evicted and tid not in book.decisions:
-            limit = spec.max_duration or (
-                self._async_tasks.default_max_duration if self._async_tasks else 0
-            )
-            book.decide(
-                task,
-                Decision(
-                    kind="fail",
-                    error=f"handed-off task ran past its maximum duration of {limit:g} s "
-                    "and was cancelled",
-                ),
-            )
-        decision = book.decisions.get(tid) or Decision(kind="fail", error=NO_DECISION)
-        outcome = TaskOutcome(
-            task=task.copy_with(**{"stored": True}),
-            spec=spec,
-            decision=decision,
-            children=book.children.get(tid, []),
-            flows=book.flows.get(tid, []),
-        )
-        await self._post_process(BatchOutcome([outcome], []), [], [])
-        await self._scheduler.cancel([f"{schedule_name(task)}.h"])
-
-    async def _report_flows(self, finished: list[Task]) -> None:
-        steps = []
-        for task in finished:
-            meta = flow_meta(task)
-            if meta is None:
-                continue
-            if meta.get("is_join"):
-                if task.status is TaskStatus.EXECUTED:
-                    await self._flows.on_join_finished(task, "executed", None)
-                else:
-                    error = task.execution_stats.get("last_error") or "join failed"
-                    await self._flows.on_join_finished(task, "failed", str(error))
-                continue
-            result = step_result(task)
-            if result is not None:
-                steps.append((task, result))
-        if steps:
-            await self._flows.report(steps)
-
-    def _emit(
-        self,
-        successes: list[Task],
-        finals: list[Task],
-        retries: list[tuple[Task, RetryPlan]],
-        ignored: list[Task],
-        expired: list[Task],
-        inline: dict[str, Any],
-    ) -> None:
-        ev = self._events
-        for t in successes:
-            ev.on_task_completed(t, inline.get(t.id or ""))
-        for failed, plan in retries:  # the attempt that failed, and when the next one is due
-            ev.on_task_failed(failed, failed.execution_stats.get("last_error"), True, plan.at)
-        for t in finals:
-            error = t.execution_stats.get("last_error")
-            ev.on_task_failed(t, error, False, None)
-            ev.on_task_exhausted(t, error, t.retry_count + 1)
-        for t in ignored:
-            ev.on_task_ignored(t, t.execution_stats["ignored_reason"])
-        for t in expired:
-            ev.on_task_expired(t)
-
-
-def _terminal_row(task: Task) -> tuple[Task, str, str | None, object]:
-    """The projection row of a task in a terminal status: executed with its result, the
-    others with their reason."""
-    stats = task.execution_stats
-    if task.status is TaskStatus.EXECUTED:
-        return task, "executed", None, task.execution_result
-    if task.status is TaskStatus.IGNORED:
-        return task, "ignored", str(stats.get("ignored_reason") or "ignored"), None
-    if task.status is TaskStatus.EXPIRED:
-        return task, "expired", "expired", None
-    if task.status is TaskStatus.CANCELLED:
-        return task, "cancelled", None, None
-    return task, "failed", str(stats.get("last_error") or "task failed"), None
