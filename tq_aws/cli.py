@@ -35,7 +35,7 @@ async def _run_local_worker(app: TaskQueue) -> None:
 async def _run_ecs_worker(app: TaskQueue, args: argparse.Namespace) -> None:
     """Consume the app's stream and queues until SIGTERM/SIGINT, then drain and return."""
     from tq_aws.errors import ConfigurationError
-    from tq_aws.runtimes.ecs_worker import EcsWorker
+    from tq_aws.runtimes.ecs import EcsWorker
 
     try:
         worker = EcsWorker(

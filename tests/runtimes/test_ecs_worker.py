@@ -31,7 +31,7 @@ from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
 from tq_aws.core.codec import decode_task
 from tq_aws.core.leases import Lease
 from tq_aws.errors import ConfigurationError
-from tq_aws.runtimes.ecs_worker import EcsWorker, WorkerReport
+from tq_aws.runtimes.ecs import EcsWorker, WorkerReport
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST: dict[str, Any] = {
