@@ -17,15 +17,9 @@ import pytest
 from tests.support.aws import unique
 from tq_aws import TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
-from tq_aws.backends.aws.sqs import (
-    SqsSource,
-    SqsTransport,
-    decode_body,
-    deduplication_id_of,
-    encode_body,
-)
+from tq_aws.backends.aws.sqs import SqsSource, SqsTransport, deduplication_id_of
 from tq_aws.backends.memory.blob_store import MemoryBlobStore
-from tq_aws.core.codec import decode_task
+from tq_aws.core.codec import decode_sqs_body, decode_task, encode_sqs_body
 from tq_aws.core.task import Task
 from tq_aws.errors import (
     AcknowledgeError,
@@ -141,7 +135,7 @@ async def test_fifo_group_is_the_partition_key_and_dedup_id_the_attempt(env: Env
     seen = {}
     for message in env.raw_messages(env.fifo_url):
         attrs = message["Attributes"]
-        seen[decode_task(decode_body(message["Body"])).id] = (
+        seen[decode_task(decode_sqs_body(message["Body"])).id] = (
             attrs["MessageGroupId"],
             attrs["MessageDeduplicationId"],
         )
@@ -212,11 +206,11 @@ async def test_small_records_stay_json_text(env: Env) -> None:
 
 def test_bodies_with_characters_sqs_refuses_travel_as_base64() -> None:
     data = '{"v":1,"task":{"x":"\uffff"}}'.encode()
-    body = encode_body(data)
+    body = encode_sqs_body(data)
     assert not body.startswith("{")
-    assert decode_body(body) == data
+    assert decode_sqs_body(body) == data
     with pytest.raises(CodecError) as caught:
-        decode_body("not base64 at all!")
+        decode_sqs_body("not base64 at all!")
     assert caught.value.reason == "malformed"
 
 
@@ -265,7 +259,7 @@ class FlakySqs:
 
     async def send_message_batch(self, **kwargs: Any) -> dict[str, Any]:
         entries = kwargs["Entries"]
-        ids = [decode_task(decode_body(e["MessageBody"])).id or "" for e in entries]
+        ids = [decode_task(decode_sqs_body(e["MessageBody"])).id or "" for e in entries]
         self.calls.append(
             [(e.get("MessageGroupId", ""), i) for e, i in zip(entries, ids, strict=True)]
         )
@@ -380,7 +374,7 @@ async def test_oversized_message_keeps_its_payload_in_the_blob_store(env: Env) -
 
     [task_id] = await app.add_tasks([Task(type="send", queue_id=QUEUE, payload=payload)])
     [message] = env.raw_messages(env.url)
-    marker = decode_task(decode_body(message["Body"])).payload
+    marker = decode_task(decode_sqs_body(message["Body"])).payload
     size = len(json.dumps(payload, separators=(",", ":")))
     assert marker == {"$tq_blob": f"memory://payloads/{task_id}", "size": size}
     env.clients.sync("sqs").change_message_visibility(

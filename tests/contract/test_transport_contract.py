@@ -16,9 +16,9 @@ import pytest
 from tests.support.aws import unique
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
 from tq_aws.backends.aws.kinesis import KinesisSource, KinesisTransport
+from tq_aws.backends.aws.routed import CombinedSource, RoutedTransport
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.sqs import SqsSource, SqsTransport
-from tq_aws.backends.aws.transport import CombinedSource, RoutedTransport
 from tq_aws.backends.memory.transport import MemoryTransport
 from tq_aws.core.task import Task
 from tq_aws.ports import Delivery, PollingSource, Transport

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingErro
 
 from tests.support.aws import REGION, unique
 from tq_aws import Actions, Task, TaskQueue
-from tq_aws.backends.aws.sqs import encode_body
+from tq_aws.core.codec import encode_sqs_body
 from tq_aws.core.task import TaskStatus
 from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.errors import (
@@ -603,7 +603,9 @@ def test_sqs_fifo_groups_stop_alone_and_standard_messages_do_not_block() -> None
     deliveries = handler.run(app.source.receive(100))
     arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:tq.fifo"
     fifo = [
-        sqs_record(f"m-{i}", encode_body(d.data), arn, {"MessageGroupId": d.partition_key or ""})
+        sqs_record(
+            f"m-{i}", encode_sqs_body(d.data), arn, {"MessageGroupId": d.partition_key or ""}
+        )
         for i, d in enumerate(deliveries)
     ]  # g1/0 g2/0 | g1/1 g2/1
     failures = fail_puts_for(app, {ids[0]})

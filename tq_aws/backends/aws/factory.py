@@ -20,10 +20,10 @@ from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws import dynamodb
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
+from tq_aws.backends.aws.routed import CombinedSource, RoutedTransport
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.s3 import S3BlobStore
 from tq_aws.backends.aws.scheduler import EventBridgeScheduler
-from tq_aws.backends.aws.transport import CombinedSource, RoutedTransport
 from tq_aws.backends.memory import MemoryBlobStore
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import Clock, Ports

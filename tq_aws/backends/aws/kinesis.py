@@ -51,17 +51,17 @@ from typing import Any, Literal
 
 from botocore.exceptions import ClientError
 
-from tq_aws.backends.aws.clients import AwsClients
-from tq_aws.backends.aws.transport import (
+from tq_aws.backends.aws.batching import (
     Pending,
     SendOutcome,
     check_batching_options,
-    fit_record,
     send_in_order,
 )
-from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.backends.aws.claim_check import fit_record
+from tq_aws.backends.aws.clients import AwsClients, error_code
+from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task
-from tq_aws.errors import CodecError, ConfigurationError, InvalidPartitionKeyError
+from tq_aws.errors import ConfigurationError, InvalidPartitionKeyError
 from tq_aws.ports import BlobStore, Delivery
 
 logger = logging.getLogger(__name__)
@@ -377,7 +377,7 @@ class KinesisSource:
             try:
                 page = await kinesis.get_records(ShardIterator=shard.iterator, Limit=limit)
             except ClientError as exc:
-                if _code(exc) != "ExpiredIteratorException":
+                if error_code(exc) != "ExpiredIteratorException":
                     raise
                 shard.iterator = await self._iterator(kinesis, shard)
                 page = await kinesis.get_records(ShardIterator=shard.iterator, Limit=limit)
@@ -414,18 +414,13 @@ class KinesisSource:
 
     def _delivery(self, shard: _Shard, record: dict[str, Any]) -> Delivery:
         sequence = str(record["SequenceNumber"])
-        data = bytes(record["Data"])
-        delivery = Delivery(
-            queue_id=self.stream,
-            data=data,
-            position=f"{self.stream}/{shard.shard_id}/{sequence}",
+        delivery = Delivery.decode(
+            self.stream,
+            bytes(record["Data"]),
+            f"{self.stream}/{shard.shard_id}/{sequence}",
             partition_key=record.get("PartitionKey"),
             token=(shard.shard_id, sequence),
         )
-        try:
-            delivery.task = decode_task(data)
-        except CodecError as exc:
-            delivery.error = exc
         shard.outstanding[int(sequence)] = sequence
         return delivery
 
@@ -464,10 +459,6 @@ class KinesisSource:
             }
             shard.iterator = None
             shard.ended = False
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 __all__ = [

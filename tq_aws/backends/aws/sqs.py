@@ -1,8 +1,9 @@
 """Transport and polling source on an SQS queue (standard or FIFO).
 
 A message body is the codec's JSON text, or, when the codec compressed the record (or the
-JSON holds characters SQS does not carry), base64 of the record's bytes. JSON always starts
-with ``{`` and base64 never does, which tells them apart at delivery.
+JSON holds characters SQS does not carry), base64 of the record's bytes
+(``tq_aws.core.codec.encode_sqs_body``). JSON always starts with ``{`` and base64 never does,
+which tells them apart at delivery.
 
 Publishing (``SqsTransport``): ``SendMessageBatch`` of at most 10 entries and at most
 ``max_message_bytes`` in total per call. A message over ``max_message_bytes`` keeps its payload
@@ -24,23 +25,21 @@ Consuming (``SqsSource``): ``ReceiveMessage`` (at most 10 per call), ``ack`` =
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from tq_aws.backends.aws.clients import AwsClients
-from tq_aws.backends.aws.transport import (
+from tq_aws.backends.aws.batching import (
     Pending,
     SendOutcome,
     check_batching_options,
-    fit_record,
     send_in_order,
 )
-from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.backends.aws.claim_check import fit_record
+from tq_aws.backends.aws.clients import AwsClients
+from tq_aws.core.codec import decode_sqs_body, encode_sqs_body, encode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import (
     AcknowledgeError,
@@ -62,35 +61,6 @@ MAX_DELAY_SECONDS = 900
 MAX_FIFO_ID_LENGTH = 128
 """``MessageGroupId`` and ``MessageDeduplicationId``: 1 to 128 characters of this set."""
 _FIFO_ID = re.compile(r"[0-9A-Za-z!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
-
-# Characters SQS refuses in a body (outside #x9 #xA #xD #x20-#xD7FF #xE000-#xFFFD and
-# #x10000-#x10FFFF); JSON escapes the controls, so only these two can appear raw.
-_NOT_IN_SQS = re.compile("[\ufffe\uffff]")
-
-
-def encode_body(data: bytes) -> str:
-    """The message body of a codec record: JSON text as is, anything else as base64."""
-    if data[:1] == b"{":
-        text = data.decode("utf-8")
-        if not _NOT_IN_SQS.search(text):
-            return text
-    return base64.b64encode(data).decode("ascii")
-
-
-def decode_body(body: str) -> bytes:
-    """The codec record of a message body (see ``encode_body``).
-
-    Raises:
-        CodecError: the body is neither JSON nor base64 (``reason="malformed"``).
-    """
-    if body.startswith("{"):
-        return body.encode("utf-8")
-    try:
-        return base64.b64decode(body.encode("ascii"), validate=True)
-    except (binascii.Error, UnicodeEncodeError, ValueError) as exc:
-        raise CodecError(
-            "message body is neither codec JSON nor base64 of a record", reason="malformed"
-        ) from exc
 
 
 def group_id_of(task: Task) -> str:
@@ -175,7 +145,7 @@ class SqsTransport:
         return self.queue_url.endswith(".fifo")
 
     def _encode(self, task: Task) -> tuple[str, int]:
-        body = encode_body(encode_task(task, compress_over=self.compress_over))
+        body = encode_sqs_body(encode_task(task, compress_over=self.compress_over))
         return body, len(body.encode("utf-8"))
 
     async def _entry(self, task: Task) -> tuple[dict[str, Any], int]:
@@ -324,18 +294,23 @@ class SqsSource:
     def _delivery(self, message: dict[str, Any]) -> Delivery:
         body = str(message.get("Body", ""))
         attributes = message.get("Attributes") or {}
-        delivery = Delivery(
-            queue_id=self.queue_url,
-            data=body.encode("utf-8"),
-            position=str(message["MessageId"]),
-            partition_key=attributes.get("MessageGroupId"),
-            token=message["ReceiptHandle"],
-        )
+        position = str(message["MessageId"])
+        group = attributes.get("MessageGroupId")
         try:
-            delivery.data = decode_body(body)
-            delivery.task = decode_task(delivery.data)
-        except CodecError as exc:
-            delivery.error = exc
+            data = decode_sqs_body(body)
+        except CodecError as exc:  # kept whole: a poison record
+            delivery = Delivery(
+                self.queue_url,
+                body.encode("utf-8"),
+                position,
+                partition_key=group,
+                token=message["ReceiptHandle"],
+                error=exc,
+            )
+        else:
+            delivery = Delivery.decode(
+                self.queue_url, data, position, partition_key=group, token=message["ReceiptHandle"]
+            )
         if delivery.partition_key is None and delivery.task is not None:
             delivery.partition_key = delivery.task.partition_key or delivery.task.id
         count = attributes.get("ApproximateReceiveCount")
@@ -404,8 +379,6 @@ __all__ = [
     "InvalidDelayError",
     "SqsSource",
     "SqsTransport",
-    "decode_body",
     "deduplication_id_of",
-    "encode_body",
     "group_id_of",
 ]

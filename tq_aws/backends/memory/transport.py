@@ -7,14 +7,16 @@ not survive the trip on AWS fails here too. Received records stay in flight unti
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Sequence
 from itertools import count
 
-from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task
-from tq_aws.errors import CodecError
 from tq_aws.ports import Delivery
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryTransport:
@@ -52,18 +54,11 @@ class MemoryTransport:
         out: list[Delivery] = []
         while queue and len(out) < max_records:
             seq, data, key = queue.popleft()
-            delivery = Delivery(
-                queue_id=queue_id,
-                data=data,
-                position=f"memory:{queue_id}:{seq}",
-                partition_key=key,
-                token=seq,
+            out.append(
+                Delivery.decode(
+                    queue_id, data, f"memory:{queue_id}:{seq}", partition_key=key, token=seq
+                )
             )
-            try:
-                delivery.task = decode_task(data)
-            except CodecError as exc:
-                delivery.error = exc
-            out.append(delivery)
         self.in_flight += len(out)
         return out
 
