@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tq_aws.backends.aws.clients import AwsClients
+from tq_aws.backends.aws.clients import AwsClients, error_code
 from tq_aws.errors import BlobNotFoundError, ConfigurationError, InvalidBlobRefError
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_AFTER_DAYS = 30
 
@@ -63,7 +66,7 @@ class S3BlobStore:
         try:
             response = await s3.get_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
-            if _code(exc) in ("NoSuchKey", "404", "NotFound"):
+            if error_code(exc) in ("NoSuchKey", "404", "NotFound"):
                 raise BlobNotFoundError(
                     f"no blob at {ref}: never written, or expired by the bucket's lifecycle rule",
                     ref=ref,
@@ -103,7 +106,7 @@ class S3BlobStore:
         try:
             await s3.create_bucket(**create)
         except ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou",):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise
         rule_id = f"tq-expire-{self.prefix or 'all'}"
         rules: list[dict[str, Any]] = []
@@ -111,7 +114,7 @@ class S3BlobStore:
             current = await s3.get_bucket_lifecycle_configuration(Bucket=self.bucket)
             rules = [r for r in current.get("Rules", []) if r.get("ID") != rule_id]
         except ClientError as exc:
-            if _code(exc) != "NoSuchLifecycleConfiguration":
+            if error_code(exc) != "NoSuchLifecycleConfiguration":
                 raise
         rules.append(
             {
@@ -124,10 +127,6 @@ class S3BlobStore:
         await s3.put_bucket_lifecycle_configuration(
             Bucket=self.bucket, LifecycleConfiguration={"Rules": rules}
         )
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 __all__ = ["BlobNotFoundError", "InvalidBlobRefError", "S3BlobStore"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -22,12 +23,15 @@ from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
 
+from tq_aws.backends.aws.clients import error_code
 from tq_aws.core.task import to_utc
 from tq_aws.errors import ConfigurationError
 
-if TYPE_CHECKING:  # kept out of the import so that tq_aws.testing stays light
+if TYPE_CHECKING:
     from tq_aws.backends.aws.clients import AwsClients
     from tq_aws.ports import Clock
+
+logger = logging.getLogger(__name__)
 
 _AT = re.compile(r"^at\((\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})\)$")
 
@@ -96,10 +100,6 @@ async def _bounded_gather(
     return list(await asyncio.gather(*(gated(j) for j in jobs)))
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 async def _schedule_details(client: Any, group: str, concurrency: int) -> list[dict[str, Any]]:
     names: list[str] = []
     paginator = client.get_paginator("list_schedules")
@@ -113,7 +113,7 @@ async def _schedule_details(client: Any, group: str, concurrency: int) -> list[d
             try:
                 return dict(await client.get_schedule(Name=name, GroupName=group))
             except ClientError as exc:
-                if _code(exc) == "ResourceNotFoundException":  # fired or deleted meanwhile
+                if error_code(exc) == "ResourceNotFoundException":  # fired or deleted meanwhile
                     return None
                 raise
 
@@ -149,7 +149,7 @@ async def fire_due_in_group(
         try:
             await client.delete_schedule(Name=name, GroupName=group)
         except ClientError as exc:
-            if _code(exc) == "ResourceNotFoundException":  # another caller fired it
+            if error_code(exc) == "ResourceNotFoundException":  # another caller fired it
                 continue
             raise
         target = dict(detail["Target"])
@@ -189,7 +189,7 @@ def next_due_in_group(clients: AwsClients, group: str) -> datetime | None:
             try:
                 detail = client.get_schedule(Name=summary["Name"], GroupName=group)
             except ClientError as exc:
-                if _code(exc) == "ResourceNotFoundException":
+                if error_code(exc) == "ResourceNotFoundException":
                     continue
                 raise
             at = parse_at_expression(

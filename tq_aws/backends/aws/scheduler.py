@@ -15,6 +15,7 @@ them: a scheduler built with ``simulate_firing=True`` (loopback endpoints only) 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -23,7 +24,7 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-from tq_aws.backends.aws.clients import AwsClients
+from tq_aws.backends.aws.clients import AwsClients, error_code
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
 from tq_aws.backends.aws.schedule_firing import (
     fire_due_in_group,
@@ -39,6 +40,8 @@ from tq_aws.errors import (
     ScheduleInputTooLargeError,
 )
 from tq_aws.ports import Clock, ScheduledTask
+
+logger = logging.getLogger(__name__)
 
 MAX_SQS_DELAY_SECONDS = 900
 """SQS ``DelaySeconds`` upper bound (15 minutes)."""
@@ -238,7 +241,7 @@ class EventBridgeScheduler:
                 try:
                     await client.delete_schedule(Name=name, GroupName=self.group)
                 except ClientError as exc:
-                    if _code(exc) != "ResourceNotFoundException":
+                    if error_code(exc) != "ResourceNotFoundException":
                         raise
 
             return run
@@ -287,7 +290,7 @@ class EventBridgeScheduler:
                     Target=target,
                 )
             except ClientError as exc:
-                if _code(exc) != "ConflictException":  # same name pending: already scheduled
+                if error_code(exc) != "ConflictException":  # same name pending: already scheduled
                     raise
 
         return run
@@ -367,10 +370,6 @@ class EventBridgeScheduler:
 
     def _next_due(self) -> datetime | None:
         return next_due_in_group(self.clients, self.group)
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 __all__ = [

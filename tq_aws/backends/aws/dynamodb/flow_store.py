@@ -29,7 +29,7 @@ from pydantic import TypeAdapter
 from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
-from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.backends.aws.clients import THROTTLING_CODES, AwsSettings
 from tq_aws.backends.aws.dynamodb.models import (
     FLOW_SK,
     STEP_PREFIX,
@@ -59,9 +59,8 @@ MAX_ATTEMPTS = 8
 """Transactions a busy barrier may cancel before ``FlowConflictError``."""
 RETRY_BASE_SECONDS = 0.02
 """Backoff after the n-th cancellation: about ``RETRY_BASE_SECONDS * 2**n``, at most 1 s."""
-TRANSIENT_REASONS = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
-)
+TRANSIENT_REASONS = THROTTLING_CODES | {"TransactionConflict"}
+"""Cancellation reasons a retry of the transaction may get past: a busy item, or throttling."""
 CONDITION_FAILED = "ConditionalCheckFailed"
 LARGE_FIELDS = ("result", "error")
 _RECORD = TypeAdapter(FlowRecord)

@@ -41,7 +41,7 @@ from pynamodb.attributes import (
 )
 from pynamodb.models import Model
 
-from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.backends.aws.clients import AwsSettings, error_code
 from tq_aws.core.task import to_utc
 from tq_aws.errors import ConfigurationError, ItemTooLargeError
 from tq_aws.ports import BlobStore
@@ -128,7 +128,7 @@ class TableModels:
         try:
             return dict(self.connection.connection.dispatch(operation, kwargs))
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             # pynamodb re-raises botocore's error without the response's Item; the original
             # error (its cause) still has it.

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from botocore.exceptions import ClientError
 
-from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.backends.aws.clients import AwsSettings, error_code
 from tq_aws.backends.aws.dynamodb.models import TTL_ATTRIBUTE, table_models
 from tq_aws.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
 
 KEY_SCHEMA = [
     {"AttributeName": "pk", "KeyType": "HASH"},
@@ -41,7 +44,7 @@ def ensure_table(table: str, settings: AwsSettings) -> bool:
     try:
         description = client.describe_table(TableName=table)["Table"]
     except ClientError as exc:
-        if _code(exc) != "ResourceNotFoundException":
+        if error_code(exc) != "ResourceNotFoundException":
             raise
         try:
             client.create_table(
@@ -52,7 +55,7 @@ def ensure_table(table: str, settings: AwsSettings) -> bool:
             )
             created = True
         except ClientError as exc2:
-            if _code(exc2) != "ResourceInUseException":  # created by someone else meanwhile
+            if error_code(exc2) != "ResourceInUseException":  # created by someone else meanwhile
                 raise
         client.get_waiter("table_exists").wait(
             TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
@@ -90,9 +93,5 @@ def _ensure_ttl(client: Any, table: str) -> None:
         )
     except ClientError as exc:
         # Two processes turning it on at once: AWS answers that TTL is already being set.
-        if _code(exc) != "ValidationException" or "already" not in str(exc).lower():
+        if error_code(exc) != "ValidationException" or "already" not in str(exc).lower():
             raise
-
-
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
