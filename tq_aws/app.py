@@ -313,7 +313,7 @@ class TaskQueue(Engine):
         """The AWS Lambda entry point: ``handler(event, context)`` runs the event of a Kinesis
         or SQS event source mapping and returns ``{"batchItemFailures": [...]}``. Options
         (``sub_batch_size``, ``safety_margin``, ``logger``, ``metrics``, ``tracer``...): see
-        ``tq_aws.runtimes.lambda_handler.LambdaHandler``."""
-        from tq_aws.runtimes.lambda_handler import LambdaHandler
+        ``tq_aws.runtimes.aws_lambda.handler.LambdaHandler``."""
+        from tq_aws.runtimes.aws_lambda.handler import LambdaHandler
 
         return LambdaHandler(self, **options)

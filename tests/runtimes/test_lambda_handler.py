@@ -35,12 +35,8 @@ from tq_aws.errors import (
     LambdaEventError,
     RecordNotRecordedError,
 )
-from tq_aws.runtimes.lambda_handler import (
-    LambdaHandler,
-    close_process_loop,
-    process_loop,
-    reported_identifiers,
-)
+from tq_aws.runtimes.aws_lambda.handler import LambdaHandler, reported_identifiers
+from tq_aws.runtimes.aws_lambda.loop import close_process_loop, process_loop
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/tq-consumer"

@@ -2,9 +2,9 @@
 
 A Kinesis record carries the codec's bytes in base64 (``kinesis.data``); an SQS record carries
 the message body as the SQS transport wrote it (codec JSON text, or base64 of a compressed
-record: ``tq_aws.backends.aws.sqs.decode_body``). Either way the bytes go through the codec
-(``tq_aws.core.codec.decode_task``); a record that does not decode becomes a ``Delivery`` with
-``error`` set, which the engine keeps as a poison record with its bytes, reason and position.
+record: ``tq_aws.core.codec.decode_sqs_body``). Either way the bytes go through the codec
+(``Delivery.decode``); a record that does not decode becomes a ``Delivery`` with ``error`` set,
+which the engine keeps as a poison record with its bytes, reason and position.
 
 Positions name the record the way the in-process sources do: ``<stream>/<shard>/<sequence>``
 for Kinesis, the message id for SQS. The item identifier Lambda expects back in
@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import binascii
 import functools
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from tq_aws.backends.aws.sqs import decode_body
-from tq_aws.core.codec import decode_task
+from tq_aws.core.codec import decode_sqs_body
 from tq_aws.errors import CodecError, LambdaEventError
 from tq_aws.ports import Delivery
+
+logger = logging.getLogger(__name__)
+
+Record = Mapping[str, Any]
+"""One record of a Lambda event, as Lambda sent it."""
 
 
 class EventSource(StrEnum):
@@ -59,7 +64,7 @@ def event_records(event: Any) -> list[dict[str, Any]]:
     return records
 
 
-def event_source(records: Sequence[Mapping[str, Any]]) -> EventSource | None:
+def event_source(records: Sequence[Record]) -> EventSource | None:
     """The source every record comes from (``None`` for no records); checks that each record
     has the fields the handler relies on.
 
@@ -85,7 +90,7 @@ def event_source(records: Sequence[Mapping[str, Any]]) -> EventSource | None:
     return source
 
 
-def _kinesis_shape_ok(record: Mapping[str, Any]) -> bool:
+def _kinesis_shape_ok(record: Record) -> bool:
     kinesis = record.get("kinesis")
     return (
         type(kinesis) is dict
@@ -95,11 +100,11 @@ def _kinesis_shape_ok(record: Mapping[str, Any]) -> bool:
     )
 
 
-def _sqs_shape_ok(record: Mapping[str, Any]) -> bool:
+def _sqs_shape_ok(record: Record) -> bool:
     return type(record.get("messageId")) is str and type(record.get("body")) is str
 
 
-def _explain(record: Mapping[str, Any], i: int, first: Any, source: EventSource) -> None:
+def _explain(record: Record, i: int, first: Any, source: EventSource) -> None:
     """Raise the error that names what is wrong with ``record`` (the slow path)."""
     if record.get("eventSource") != first:
         raise LambdaEventError(
@@ -127,33 +132,57 @@ _KINESIS_FIELDS = (
 _SQS_FIELDS = (("messageId",), ("body",))
 
 
-def item_identifier(source: EventSource, record: Mapping[str, Any]) -> str:
+def item_identifier(source: EventSource, record: Record) -> str:
     """What ``batchItemFailures`` names a record by: its sequence number or message id."""
     if source is EventSource.KINESIS:
         return str(record["kinesis"]["sequenceNumber"])
     return str(record["messageId"])
 
 
-def ordering_key(source: EventSource, record: Mapping[str, Any]) -> str | None:
-    """The key whose records must run in order: the Kinesis partition key, or the SQS FIFO
-    ``MessageGroupId``; ``None`` for a standard SQS queue, which promises no order."""
-    if source is EventSource.KINESIS:
-        return str(record["kinesis"]["partitionKey"])
+# -- ordering keys ---------------------------------------------------------------------------
+
+
+def kinesis_key(record: Record) -> str:
+    """A Kinesis record's ordering key: its partition key."""
+    return str(record["kinesis"]["partitionKey"])
+
+
+def sqs_key(record: Record) -> str | None:
+    """An SQS record's ordering key: its FIFO ``MessageGroupId``; ``None`` for a standard queue,
+    which promises no order."""
     group = (record.get("attributes") or {}).get("MessageGroupId")
     return str(group) if group else None
 
 
-def to_delivery(source: EventSource, record: Mapping[str, Any]) -> Delivery:
+def ordering_key(source: EventSource, record: Record) -> str | None:
+    """The key whose records must run in order: the Kinesis partition key, or the SQS FIFO
+    ``MessageGroupId``; ``None`` for a standard SQS queue, which promises no order."""
+    return kinesis_key(record) if source is EventSource.KINESIS else sqs_key(record)
+
+
+def key_reader(source: EventSource) -> Callable[[Record], str | None]:
+    """``ordering_key`` for records of ``source``, chosen once per event instead of per record."""
+    return kinesis_key if source is EventSource.KINESIS else sqs_key
+
+
+# -- deliveries ------------------------------------------------------------------------------
+
+
+def to_delivery(source: EventSource, record: Record) -> Delivery:
     """The record as the engine's ``Delivery``: the decoded task, or the codec error.
 
     ``queue_id`` is the stream name (Kinesis) or the queue URL (SQS, rebuilt from the ARN);
     ``token`` is the item identifier."""
-    if source is EventSource.KINESIS:
-        return _kinesis_delivery(record)
-    return _sqs_delivery(record)
+    return decoder(source)(record)
 
 
-def _kinesis_delivery(record: Mapping[str, Any]) -> Delivery:
+def decoder(source: EventSource) -> Callable[[Record], Delivery]:
+    """``to_delivery`` for records of ``source``, chosen once per event instead of per record."""
+    return kinesis_delivery if source is EventSource.KINESIS else sqs_delivery
+
+
+def kinesis_delivery(record: Record) -> Delivery:
+    """A Kinesis record as a ``Delivery`` (see ``to_delivery``)."""
     kinesis = record["kinesis"]
     sequence: str = kinesis["sequenceNumber"]
     stream, prefix = _stream_name(record.get("eventSourceARN") or "")
@@ -166,43 +195,37 @@ def _kinesis_delivery(record: Mapping[str, Any]) -> Delivery:
         # characters are skipped, and whatever is left still has to pass the codec.
         data = binascii.a2b_base64(text)
     except (binascii.Error, ValueError) as exc:
-        delivery = Delivery(
-            stream,
-            text.encode("utf-8", "replace"),
-            position,
-            None,
-            None,
-            kinesis["partitionKey"],
-            sequence,
-        )
-        delivery.error = CodecError(f"kinesis.data is not base64: {exc}", reason="malformed")
-        return delivery
-    delivery = Delivery(stream, data, position, None, None, kinesis["partitionKey"], sequence)
-    try:
-        delivery.task = decode_task(data)
-    except CodecError as exc:
-        delivery.error = exc
-    return delivery
+        error = CodecError(f"kinesis.data is not base64: {exc}", reason="malformed")
+        return _undecoded(stream, text, position, kinesis["partitionKey"], sequence, error)
+    return Delivery.decode(
+        stream, data, position, partition_key=kinesis["partitionKey"], token=sequence
+    )
 
 
-def _sqs_delivery(record: Mapping[str, Any]) -> Delivery:
+def sqs_delivery(record: Record) -> Delivery:
+    """An SQS record as a ``Delivery`` (see ``to_delivery``). Without a ``MessageGroupId``
+    (a standard queue) the partition key is the task's own (else its id)."""
     body = str(record["body"])
     message_id = str(record["messageId"])
     group = (record.get("attributes") or {}).get("MessageGroupId")
-    delivery = Delivery(
-        queue_id=_queue_url(str(record.get("eventSourceARN") or "")),
-        data=body.encode("utf-8", "replace"),
-        position=message_id,
-        partition_key=str(group) if group else None,
-        token=message_id,
-    )
+    queue_url = _queue_url(str(record.get("eventSourceARN") or ""))
+    key = str(group) if group else None
     try:
-        delivery.data = decode_body(body)
-        delivery.task = decode_task(delivery.data)
+        data = decode_sqs_body(body)
     except CodecError as exc:
-        delivery.error = exc
-    if delivery.partition_key is None and delivery.task is not None:
+        return _undecoded(queue_url, body, message_id, key, message_id, exc)
+    delivery = Delivery.decode(queue_url, data, message_id, partition_key=key, token=message_id)
+    if key is None and delivery.task is not None:
         delivery.partition_key = delivery.task.partition_key or delivery.task.id
+    return delivery
+
+
+def _undecoded(
+    queue_id: str, text: str, position: str, key: str | None, token: str, error: CodecError
+) -> Delivery:
+    """A record whose text is not even the codec's bytes: kept as the text, with the error."""
+    delivery = Delivery(queue_id, text.encode("utf-8", "replace"), position, None, None, key, token)
+    delivery.error = error
     return delivery
 
 
@@ -226,10 +249,16 @@ def _queue_url(arn: str) -> str:
 
 __all__ = [
     "EventSource",
-    "LambdaEventError",
+    "Record",
+    "decoder",
     "event_records",
     "event_source",
     "item_identifier",
+    "key_reader",
+    "kinesis_delivery",
+    "kinesis_key",
     "ordering_key",
+    "sqs_delivery",
+    "sqs_key",
     "to_delivery",
 ]
