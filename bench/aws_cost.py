@@ -1,7 +1,7 @@
 """AWS requests per task and per flow step, and what they would cost on AWS.
 
 Every scenario runs the real engine on ``TaskQueue.aws(...)`` against moto (a
-``ThreadedMotoServer`` on 127.0.0.1, Kinesis writes serialized; see ``_MotoServer``), except
+``ThreadedMotoServer`` on 127.0.0.1, Kinesis writes serialized: ``tq_aws.testing.moto``), except
 flows of more than 1,000 steps (moto copies the whole table for every ``TransactWriteItems``,
 so they would take hours there): those run the DynamoDB flow and task stores' own
 request-building code with the HTTP send stubbed out (no moto, nothing leaves the process).
@@ -37,13 +37,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextvars
-import logging
 import math
 import os
 import re
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -425,60 +422,6 @@ class Meter:
             "scheduler": self.invocations * prices.scheduler_invocation,
             "s3": self.s3_puts * prices.s3_put + self.s3_gets * prices.s3_get,
         }
-
-
-# -- moto on loopback --------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _MotoServer:
-    """A ``ThreadedMotoServer`` on 127.0.0.1 that handles Kinesis ``PutRecord(s)`` one at a
-    time: moto numbers a shard's records ``max + 1`` without a lock, so concurrent calls (the
-    transport makes up to 8, as AWS allows) can lose records. Other requests run concurrently."""
-
-    def __init__(self) -> None:
-        from moto.moto_server.werkzeug_app import (
-            DomainDispatcherApplication,
-            MotoRequestHandler,
-            create_backend_app,
-        )
-        from moto.server import ThreadedMotoServer
-        from werkzeug.serving import make_server
-
-        class Server(ThreadedMotoServer):
-            def _server_entry(self) -> None:
-                app = DomainDispatcherApplication(create_backend_app)
-                lock = threading.Lock()
-
-                def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-                    target = environ.get("HTTP_X_AMZ_TARGET", "")
-                    if target.startswith("Kinesis_20131202.PutRecord"):
-                        with lock:
-                            return list(app(environ, start_response))
-                    return app(environ, start_response)
-
-                self._server = make_server(
-                    self._ip_address, self._port, wsgi, True, request_handler=MotoRequestHandler
-                )
-                self._server_ready_event.set()
-                self._server.serve_forever()
-
-        logging.getLogger("werkzeug").disabled = True
-        port = _free_port()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        self._server = Server(ip_address="127.0.0.1", port=port, verbose=False)
-
-    def __enter__(self) -> str:
-        self._server.start()
-        return self.endpoint
-
-    def __exit__(self, *_: Any) -> None:
-        self._server.stop()
 
 
 def _name(prefix: str) -> str:
@@ -1077,7 +1020,10 @@ QUICK = Sizes(
 async def run(sizes: Sizes, log: Callable[[str], None]) -> tuple[dict[str, Row], list[FlowCost]]:
     rows: dict[str, Row] = {}
     flows: list[FlowCost] = []
-    with _MotoServer() as endpoint:
+    from tq_aws.testing.moto import MotoServer
+
+    with MotoServer(serialize="kinesis_puts") as moto:
+        endpoint = moto.endpoint
         log(f"plain tasks: {sizes.plain} on Kinesis, {sizes.sqs} on SQS")
         rows["plain_kinesis"] = await plain_tasks(endpoint, sizes.plain, sqs=False)
         rows["plain_sqs"] = await plain_tasks(endpoint, sizes.sqs, sqs=True)

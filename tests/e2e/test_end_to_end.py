@@ -13,11 +13,7 @@ DynamoDB holds, and how many requests the plain tasks cost.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
-import socket
-import threading
-import urllib.request
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -31,6 +27,7 @@ from tq_aws.core.codec import encode_task
 from tq_aws.engine import blobs
 from tq_aws.ports import Delivery
 from tq_aws.testing import ManualClock
+from tq_aws.testing.moto import MotoServer
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -45,64 +42,18 @@ POLICIES = ("continue", "abort")
 # -- a moto server whose Kinesis writes do not race ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _kinesis_safe_server(port: int) -> Any:
-    """A ``ThreadedMotoServer`` that handles Kinesis ``PutRecord(s)`` one at a time.
-
-    moto numbers a shard's records ``max + 1`` without a lock, so two ``PutRecords`` calls
-    handled at once (the Kinesis transport sends up to 8 at a time, as AWS allows) can give two
-    records one sequence number, and one of them is lost. Every other request is concurrent.
-    """
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from moto.server import ThreadedMotoServer
-    from werkzeug.serving import make_server
-
-    class KinesisSafeMotoServer(ThreadedMotoServer):
-        def _server_entry(self) -> None:
-            app = DomainDispatcherApplication(create_backend_app)
-            lock = threading.Lock()
-
-            def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
-                if environ.get("HTTP_X_AMZ_TARGET", "").startswith("Kinesis_20131202.PutRecord"):
-                    with lock:
-                        return list(app(environ, start_response))
-                return app(environ, start_response)
-
-            self._server = make_server(
-                self._ip_address, self._port, wsgi, True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
-
-    return KinesisSafeMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-
-
 @pytest.fixture(scope="session")
-def _safe_moto() -> Iterator[str]:
-    logging.getLogger("werkzeug").disabled = True
-    port = _free_port()
-    server = _kinesis_safe_server(port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def _safe_moto() -> Iterator[MotoServer]:
+    """moto with Kinesis ``PutRecord(s)`` one at a time, so that no record is lost."""
+    with MotoServer(serialize="kinesis_puts") as server:
+        yield server
 
 
 @pytest.fixture
-def endpoint(_safe_moto: str) -> str:
+def endpoint(_safe_moto: MotoServer) -> str:
     """The moto endpoint on loopback, reset for this test."""
-    request = urllib.request.Request(f"{_safe_moto}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
-    return _safe_moto
+    _safe_moto.reset()
+    return _safe_moto.endpoint
 
 
 def _name(prefix: str) -> str:

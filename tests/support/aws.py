@@ -5,14 +5,12 @@
 - ``serial_moto_server``: a moto server that handles one request at a time, for tests of
   conditional-write races (moto's own server does not make them atomic);
 - ``aws_settings`` / ``serial_aws_settings``: ``AwsSettings`` pointed at those servers.
+
+Both servers are ``tq_aws.testing.moto.MotoServer``, shared with the benchmarks.
 """
 
 from __future__ import annotations
 
-import logging
-import socket
-import threading
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -21,6 +19,7 @@ import moto.core  # before any client exists: moto hooks botocore as it is impor
 import pytest
 
 from tq_aws.backends.aws.clients import AwsSettings
+from tq_aws.testing.moto import MotoServer
 
 REGION = "us-east-1"
 
@@ -90,67 +89,30 @@ def moto() -> Iterator[None]:
         yield
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
-def _moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").disabled = True
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def _reset(endpoint: str) -> None:
-    request = urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+def _moto_server() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
 
 
 @pytest.fixture
-def moto_server(_moto_server: str) -> str:
+def moto_server(_moto_server: MotoServer) -> str:
     """The endpoint of a moto server on loopback, reset for this test."""
-    _reset(_moto_server)
-    return _moto_server
+    _moto_server.reset()
+    return _moto_server.endpoint
 
 
 @pytest.fixture(scope="session")
-def _serial_moto_server() -> Iterator[str]:
-    from moto.moto_server.werkzeug_app import (
-        DomainDispatcherApplication,
-        MotoRequestHandler,
-        create_backend_app,
-    )
-    from werkzeug.serving import make_server
-
-    logging.getLogger("werkzeug").disabled = True
-    app = DomainDispatcherApplication(create_backend_app)
-    lock = threading.Lock()
-
-    def serialized(environ: Any, start_response: Any) -> Any:
-        with lock:
-            return list(app(environ, start_response))
-
-    port = _free_port()
-    server = make_server("127.0.0.1", port, serialized, True, request_handler=MotoRequestHandler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{port}"
-    server.shutdown()
+def _serial_moto_server() -> Iterator[MotoServer]:
+    with MotoServer(serialize="all") as server:
+        yield server
 
 
 @pytest.fixture
-def serial_moto_server(_serial_moto_server: str) -> str:
+def serial_moto_server(_serial_moto_server: MotoServer) -> str:
     """A moto server that handles one request at a time (atomic conditional writes)."""
-    _reset(_serial_moto_server)
-    return _serial_moto_server
+    _serial_moto_server.reset()
+    return _serial_moto_server.endpoint
 
 
 @pytest.fixture
