@@ -12,6 +12,7 @@ from rich.console import Console
 from tq_aws import demo
 from tq_aws.cli import main
 from tq_aws.core.task import TaskStatus
+from tq_aws.demo import shop
 
 
 def plain_console() -> Console:
@@ -158,7 +159,7 @@ async def test_the_month_end_flow_fans_out_and_joins_once() -> None:
 
 
 def test_a_flow_that_differs_from_the_story_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(demo, "OUT_OF_STOCK", frozenset())
+    monkeypatch.setattr(shop, "OUT_OF_STOCK", frozenset())  # what the shop's executors read
     console = plain_console()
     assert demo.run_demo(fast=True, console=console) == 1
     text = output(console)
