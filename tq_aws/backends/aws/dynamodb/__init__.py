@@ -1,6 +1,11 @@
 """DynamoDB stores (pynamodb, one table): ``DynamoTaskStore``, ``DynamoProjectionStore``,
-``DynamoFlowStore``, ``DynamoPoisonStore``; ``ensure_table`` creates the table,
-``build_stores`` the four stores.
+``DynamoFlowStore``, ``DynamoPoisonStore`` and ``DynamoLeaseStore``, each on the shared
+``DynamoStore`` base; ``ensure_table`` creates the table, ``build_stores`` the four stores an app
+is wired with (the ECS worker builds its lease store itself).
+
+Modules: ``models`` (the pynamodb models and keys), ``calls`` (calls in worker threads),
+``items`` (item values, and documents too large for an item), ``base`` (the store base and its
+conditional writes), ``table`` (creating the table), one module per store.
 
 Example:
     >>> settings = AwsSettings(region="eu-west-1")
@@ -12,24 +17,24 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.flow_store import (
-    DynamoFlowStore,
-)
-from tq_aws.backends.aws.dynamodb.models import (
-    TableModels,
-    table_models,
-)
+from tq_aws.backends.aws.dynamodb.base import DEFAULT_ITEM_LIMIT, DynamoStore
+from tq_aws.backends.aws.dynamodb.flow_store import DynamoFlowStore
+from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
+from tq_aws.backends.aws.dynamodb.models import TableModels, table_models
 from tq_aws.backends.aws.dynamodb.poison_store import DynamoPoisonStore
 from tq_aws.backends.aws.dynamodb.projection_store import DynamoProjectionStore
 from tq_aws.backends.aws.dynamodb.table import ensure_table
 from tq_aws.backends.aws.dynamodb.task_store import DynamoTaskStore
 from tq_aws.errors import FlowConflictError, ItemTooLargeError
 from tq_aws.ports import BlobStore
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +52,7 @@ def build_stores(
     settings: AwsSettings,
     *,
     blob_store: BlobStore | None = None,
-    item_limit: int = 350_000,
+    item_limit: int = DEFAULT_ITEM_LIMIT,
     ttl_days: float | None = 30,
     poison_ttl_days: float | None = 14,
     now: Callable[[], datetime] | None = None,
@@ -77,8 +82,10 @@ def build_stores(
 
 __all__ = [
     "DynamoFlowStore",
+    "DynamoLeaseStore",
     "DynamoPoisonStore",
     "DynamoProjectionStore",
+    "DynamoStore",
     "DynamoStores",
     "DynamoTaskStore",
     "FlowConflictError",

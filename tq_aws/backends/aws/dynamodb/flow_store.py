@@ -17,9 +17,9 @@ happened to it: so the outcomes are those of the one-by-one path in every case.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
-from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -30,26 +30,21 @@ from pynamodb.exceptions import TransactWriteError
 from pynamodb.transactions import TransactWrite
 
 from tq_aws.backends.aws.clients import THROTTLING_CODES, AwsSettings
+from tq_aws.backends.aws.dynamodb.base import DEFAULT_ITEM_LIMIT, DynamoStore
+from tq_aws.backends.aws.dynamodb.calls import gather_all, in_thread
+from tq_aws.backends.aws.dynamodb.items import expiry, from_iso, iso
 from tq_aws.backends.aws.dynamodb.models import (
     FLOW_SK,
     STEP_PREFIX,
     ConditionFailed,
-    expiry,
     flow_pk,
-    from_iso,
-    gather_all,
-    in_thread,
-    iso,
-    pack,
-    query_all,
     step_sk,
-    table_models,
-    unpack,
-    validate_limits,
 )
 from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
 from tq_aws.errors import FlowConflictError
 from tq_aws.ports import BlobStore
+
+logger = logging.getLogger(__name__)
 
 MAX_STEPS_PER_TRANSACTION = 99
 """TransactWriteItems takes 100 items: the steps and the barrier."""
@@ -67,7 +62,7 @@ _RECORD = TypeAdapter(FlowRecord)
 _COUNTERS = {"state", "succeeded", "failed", "finished_at"}
 
 
-class DynamoFlowStore:
+class DynamoFlowStore(DynamoStore):
     """Flow barriers and step results in DynamoDB, with the semantics of ``MemoryFlowStore``.
 
     Items: the barrier (pk ``FLOW#<id>``, sk ``FLOW``: the definition's JSON, ``state``,
@@ -101,20 +96,15 @@ class DynamoFlowStore:
         settings: AwsSettings,
         *,
         blob_store: BlobStore | None = None,
-        item_limit: int = 350_000,
+        item_limit: int = DEFAULT_ITEM_LIMIT,
         ttl_days: float | None = 30,
         group_steps: bool = True,
     ):
-        validate_limits(item_limit, ttl_days)
-        self.models = table_models(table, settings)
-        self.blob_store = blob_store
-        self.item_limit = item_limit
-        self.ttl_days = ttl_days
+        super().__init__(
+            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
+        )
         self.group_steps = group_steps
-        self.writes = 0
-        """Items written: a recorded step counts two (its item and the barrier)."""
-        self.requests: Counter[str] = Counter()
-        """DynamoDB requests made, by operation."""
+        # ``writes``: a recorded step counts two (its item and the barrier).
 
     # -- port ----------------------------------------------------------------------------------
 
@@ -133,21 +123,10 @@ class DynamoFlowStore:
             finished_at=iso(record.finished_at),
             ttl=expiry(self.ttl_days, record.started_at, record.deadline),
         )
-        kwargs = item.get_save_kwargs_from_instance(condition=flow.pk.does_not_exist())
-        self.requests["PutItem"] += 1
-        try:
-            await in_thread(self.models.execute, "PutItem", kwargs)
-        except ConditionFailed:
-            return False
-        self.writes += 1
-        return True
+        return await self._put_item(item, flow.pk.does_not_exist())
 
     async def get(self, flow_id: str) -> FlowRecord | None:
-        self.requests["GetItem"] += 1
-        data = await in_thread(
-            lambda: self.models.connection.get_item(flow_pk(flow_id), FLOW_SK, consistent_read=True)
-        )
-        raw = data.get("Item")
+        raw = await self._get_item(flow_pk(flow_id), FLOW_SK)
         return None if raw is None else self._record(raw)
 
     async def record_steps(
@@ -187,9 +166,7 @@ class DynamoFlowStore:
 
     async def results(self, flow_id: str) -> list[StepResult]:
         """Every recorded step result, sorted by step index (paginated query of ``STEP#``)."""
-        raws = await query_all(
-            self.models, flow_pk(flow_id), sk_prefix=STEP_PREFIX, requests=self.requests
-        )
+        raws = await self._query(flow_pk(flow_id), sk_prefix=STEP_PREFIX)
         steps = await gather_all(self._decode_step(raw) for raw in raws)
         return sorted(steps, key=lambda s: s.step_index)
 
@@ -204,15 +181,10 @@ class DynamoFlowStore:
         if ttl is not None:
             actions.append(flow.ttl.set(ttl))
         condition = (flow.state == FlowState.OPEN.value) & (flow.completed == expected_completed)
-        kwargs = self.models.connection.get_operation_kwargs(
-            flow_pk(flow_id), FLOW_SK, actions=actions, condition=condition
-        )
-        self.requests["UpdateItem"] += 1
         try:
-            await in_thread(self.models.execute, "UpdateItem", kwargs)
+            await self._update_item(flow_pk(flow_id), FLOW_SK, actions, condition)
         except ConditionFailed:
             return False
-        self.writes += 1
         return True
 
     async def release_results(self, flow_id: str) -> None:
@@ -357,12 +329,10 @@ class DynamoFlowStore:
                 "error": step.error,
             }
         ).decode()
-        doc, moved = await pack(
+        doc, blobs = await self._pack(
             doc,
             LARGE_FIELDS,
-            blob_store=self.blob_store,
             blob_key=f"flows/{flow_id}/steps/{step.step_index}",
-            limit=self.item_limit,
             item_key=f"{pk} {sk}",
         )
         item = self.models.step(
@@ -370,14 +340,14 @@ class DynamoFlowStore:
             sk,
             status=step.status,
             doc=doc,
-            blobs=set(moved) or None,
+            blobs=blobs,
             ttl=expiry(self.ttl_days),
         )
         return item, len(doc.encode()) + len(pk) + len(sk) + 64
 
     async def _decode_step(self, raw: dict[str, Any]) -> StepResult:
         item = self.models.step.from_raw_data(raw)
-        data = await unpack(item.doc, item.blobs, self.blob_store)
+        data = await self._unpack(item)
         return StepResult(
             int(data["step_index"]), data["status"], data.get("result"), data.get("error")
         )

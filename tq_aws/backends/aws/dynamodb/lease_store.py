@@ -4,6 +4,7 @@ item and the condition of every write)."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,14 +17,12 @@ from pynamodb.attributes import (
 from pynamodb.models import Model
 
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.models import (
-    ConditionFailed,
-    TableModels,
-    gather_all,
-    in_thread,
-    table_models,
-)
+from tq_aws.backends.aws.dynamodb.base import DynamoStore
+from tq_aws.backends.aws.dynamodb.calls import gather_all, in_thread
+from tq_aws.backends.aws.dynamodb.models import ConditionFailed, table_models
 from tq_aws.core.leases import LEASE_SK, Lease, ShardSpec, lease_pk, pad_sequence, unpad_sequence
+
+logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=128)
@@ -50,7 +49,7 @@ def lease_model(table: str, settings: AwsSettings) -> Any:
     return model
 
 
-class DynamoLeaseStore:
+class DynamoLeaseStore(DynamoStore):
     """Leases as items of the stores' DynamoDB table (see the module docstring).
 
     Args:
@@ -63,8 +62,7 @@ class DynamoLeaseStore:
     """
 
     def __init__(self, table: str, settings: AwsSettings):
-        self.table = table
-        self.models: TableModels = table_models(table, settings)
+        super().__init__(table, settings)
         self.model = lease_model(table, settings)
 
     # -- reading --------------------------------------------------------------------------
@@ -113,26 +111,20 @@ class DynamoLeaseStore:
                 parents=set(spec.parents) or None,
                 start_at=spec.start_at,
             )
-            kwargs = item.get_save_kwargs_from_instance(condition=self.model.pk.does_not_exist())
-            try:
-                await in_thread(self.models.execute, "PutItem", kwargs)
-            except ConditionFailed:
-                return False
-            return True
+            return await self._put_item(item, self.model.pk.does_not_exist())
 
         return await gather_all(create_one(spec) for spec in shards)
 
     async def _update(self, lease: Lease, actions: list[Any], condition: Any) -> Lease:
-        kwargs = self.models.connection.get_operation_kwargs(
+        attributes = await self._update_item(
             lease_pk(lease.stream, lease.shard_id),
             LEASE_SK,
-            actions=actions,
-            condition=condition,
+            actions,
+            condition,
             return_values="ALL_NEW",
-            return_values_on_condition_failure="ALL_OLD",
+            old_on_failure=True,
         )
-        data = await in_thread(self.models.execute, "UpdateItem", kwargs)
-        return self._lease(lease.stream, dict(data["Attributes"]))
+        return self._lease(lease.stream, attributes)
 
     def _old(self, lease: Lease, failed: ConditionFailed) -> Lease | None:
         return None if failed.old is None else self._lease(lease.stream, failed.old)

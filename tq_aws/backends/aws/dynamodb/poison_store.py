@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import logging
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -11,27 +11,21 @@ from typing import Any
 import pydantic_core
 
 from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.models import (
-    ConditionFailed,
-    expiry,
-    gather_all,
-    in_thread,
-    pack,
-    poison_pk,
-    query_all,
-    table_models,
-    unpack,
-    validate_limits,
-)
+from tq_aws.backends.aws.dynamodb.base import DEFAULT_ITEM_LIMIT, DynamoStore
+from tq_aws.backends.aws.dynamodb.calls import gather_all
+from tq_aws.backends.aws.dynamodb.items import expiry
+from tq_aws.backends.aws.dynamodb.models import poison_pk
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.ports import BlobStore
+
+logger = logging.getLogger(__name__)
 
 LARGE_FIELDS = ("data",)
 DEFAULT_WINDOW_DAYS = 14
 """How far back ``recent`` looks when items never expire (``ttl_days=None``)."""
 
 
-class DynamoPoisonStore:
+class DynamoPoisonStore(DynamoStore):
     """Poison records in DynamoDB (pk ``POISON#<yyyy-mm-dd of seen_at, UTC>``, sk the record's
     ``key``), with the semantics of ``MemoryPoisonStore`` within one day.
 
@@ -67,20 +61,14 @@ class DynamoPoisonStore:
         settings: AwsSettings,
         *,
         blob_store: BlobStore | None = None,
-        item_limit: int = 350_000,
+        item_limit: int = DEFAULT_ITEM_LIMIT,
         ttl_days: float | None = 14,
         now: Callable[[], datetime] | None = None,
     ):
-        validate_limits(item_limit, ttl_days)
+        super().__init__(
+            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
+        )
         self._now = now or _utc_now
-        self.models = table_models(table, settings)
-        self.blob_store = blob_store
-        self.item_limit = item_limit
-        self.ttl_days = ttl_days
-        self.writes = 0
-        """Records written (first sightings)."""
-        self.requests: Counter[str] = Counter()
-        """DynamoDB requests made, by operation."""
 
     async def record(self, records: Sequence[PoisonRecord]) -> None:
         """Keep each record unless one with its source and position is kept already for its
@@ -113,30 +101,20 @@ class DynamoPoisonStore:
         return ordered[:limit]
 
     async def _day(self, day: date) -> list[PoisonRecord]:
-        raws = await query_all(self.models, poison_pk(day), sk_prefix=None, requests=self.requests)
+        raws = await self._query(poison_pk(day), sk_prefix=None)
         return await gather_all(self._decode(raw) for raw in raws)
 
     async def _put(self, record: PoisonRecord) -> bool:
         item = await self._encode(record)
-        condition = self.models.poison.pk.does_not_exist()
-        kwargs = item.get_save_kwargs_from_instance(condition=condition)
-        self.requests["PutItem"] += 1
-        try:
-            await in_thread(self.models.execute, "PutItem", kwargs)
-        except ConditionFailed:
-            return False
-        self.writes += 1
-        return True
+        return await self._put_item(item, self.models.poison.pk.does_not_exist())
 
     async def _encode(self, record: PoisonRecord) -> Any:
         pk = poison_pk(record.seen_at.date())
         sk = record.key
-        doc, moved = await pack(
+        doc, blobs = await self._pack(
             record.model_dump_json(),
             LARGE_FIELDS,
-            blob_store=self.blob_store,
             blob_key=f"poison/{record.key}",
-            limit=self.item_limit,
             item_key=f"{pk} {sk}",
         )
         return self.models.poison(
@@ -146,13 +124,13 @@ class DynamoPoisonStore:
             seen_at=record.seen_at.isoformat(timespec="microseconds"),
             reason=record.reason,
             doc=doc,
-            blobs=set(moved) or None,
+            blobs=blobs,
             ttl=expiry(self.ttl_days, record.seen_at),
         )
 
     async def _decode(self, raw: dict[str, Any]) -> PoisonRecord:
         item = self.models.poison.from_raw_data(raw)
-        data = await unpack(item.doc, item.blobs, self.blob_store)
+        data = await self._unpack(item)
         # Through JSON: ``data`` is base64 in the JSON, decoded by the model's JSON mode.
         return PoisonRecord.model_validate_json(pydantic_core.to_json(data))
 

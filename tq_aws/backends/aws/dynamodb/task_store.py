@@ -2,37 +2,27 @@
 
 from __future__ import annotations
 
-from collections import Counter
+import logging
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.models import (
-    TASK_SK,
-    ConditionFailed,
-    expiry,
-    from_iso,
-    gather_all,
-    in_key_order,
-    in_thread,
-    iso,
-    pack,
-    table_models,
-    task_pk,
-    unpack,
-    validate_limits,
-)
+from tq_aws.backends.aws.dynamodb.base import DynamoStore
+from tq_aws.backends.aws.dynamodb.calls import gather_all, in_key_order
+from tq_aws.backends.aws.dynamodb.items import expiry, from_iso, iso
+from tq_aws.backends.aws.dynamodb.models import TASK_SK, ConditionFailed, task_pk
 from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
 from tq_aws.errors import TaskValidationError
-from tq_aws.ports import BlobStore, Claim, ClaimState
+from tq_aws.ports import Claim, ClaimState
+
+logger = logging.getLogger(__name__)
 
 TERMINAL = sorted(s.value for s in TERMINAL_STATUSES)
 CLAIMABLE = (TaskStatus.SCHEDULED.value, TaskStatus.PROCESSING.value)
 LARGE_FIELDS = ("payload", "execution_result")
 
 
-class DynamoTaskStore:
+class DynamoTaskStore(DynamoStore):
     """Task records in DynamoDB (pk ``TASK#<id>``, sk ``TASK``), with the semantics of
     ``MemoryTaskStore``: every change is one conditional ``PutItem`` or ``UpdateItem``, safe to
     repeat, and several tasks are written concurrently.
@@ -52,30 +42,14 @@ class DynamoTaskStore:
         ttl_days: items expire this many days after their last write (or after the task's
             ``execute_at``, if later); ``None`` keeps them.
 
+    ``writes`` counts the items written (conditions that held), ``requests`` the DynamoDB
+    requests by operation.
+
     Example:
         >>> store = DynamoTaskStore("tq", AwsSettings(region="eu-west-1"), blob_store=s3)
         >>> await store.create([task])
         [True]
     """
-
-    def __init__(
-        self,
-        table: str,
-        settings: AwsSettings,
-        *,
-        blob_store: BlobStore | None = None,
-        item_limit: int = 350_000,
-        ttl_days: float | None = 30,
-    ):
-        validate_limits(item_limit, ttl_days)
-        self.models = table_models(table, settings)
-        self.blob_store = blob_store
-        self.item_limit = item_limit
-        self.ttl_days = ttl_days
-        self.writes = 0
-        """Items written (conditions that held)."""
-        self.requests: Counter[str] = Counter()
-        """DynamoDB requests made, by operation."""
 
     # -- port ----------------------------------------------------------------------------------
 
@@ -90,7 +64,7 @@ class DynamoTaskStore:
             condition = model.pk.does_not_exist() | (
                 ~model.status.is_in(*TERMINAL) & (model.retry_count <= n)
             )
-            return await self._write(items[i], condition)
+            return await self._put_item(items[i], condition)
 
         return await in_key_order([t.id or "" for t in tasks], put_one)
 
@@ -100,16 +74,12 @@ class DynamoTaskStore:
         condition = self.models.task.pk.does_not_exist()
 
         async def create_one(i: int) -> bool:
-            return await self._write(items[i], condition)
+            return await self._put_item(items[i], condition)
 
         return await in_key_order([t.id or "" for t in tasks], create_one)
 
     async def get(self, task_id: str) -> Task | None:
-        self.requests["GetItem"] += 1
-        data = await in_thread(
-            lambda: self.models.connection.get_item(task_pk(task_id), TASK_SK, consistent_read=True)
-        )
-        raw = data.get("Item")
+        raw = await self._get_item(task_pk(task_id), TASK_SK)
         return None if raw is None else await self._decode(raw)
 
     async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
@@ -176,28 +146,14 @@ class DynamoTaskStore:
     ) -> dict[str, Any]:
         """One conditional ``UpdateItem`` returning the new item (if ``return_new``);
         ``ConditionFailed`` carries the old one."""
-        kwargs = self.models.connection.get_operation_kwargs(
+        return await self._update_item(
             task_pk(task_id),
             TASK_SK,
-            actions=actions,
-            condition=condition,
+            actions,
+            condition,
             return_values="ALL_NEW" if return_new else "NONE",
-            return_values_on_condition_failure="ALL_OLD",
+            old_on_failure=True,
         )
-        self.requests["UpdateItem"] += 1
-        data = await in_thread(self.models.execute, "UpdateItem", kwargs)
-        self.writes += 1
-        return dict(data.get("Attributes", {}))
-
-    async def _write(self, item: Any, condition: Any) -> bool:
-        kwargs = item.get_save_kwargs_from_instance(condition=condition)
-        self.requests["PutItem"] += 1
-        try:
-            await in_thread(self.models.execute, "PutItem", kwargs)
-        except ConditionFailed:
-            return False
-        self.writes += 1
-        return True
 
     async def _items(self, tasks: Sequence[Task]) -> list[Any]:
         for index, task in enumerate(tasks):
@@ -212,12 +168,10 @@ class DynamoTaskStore:
     async def _encode(self, task: Task) -> Any:
         record = task.model_copy(update={"stored": True})
         key = task_pk(record.id or "")
-        doc, moved = await pack(
+        doc, blobs = await self._pack(
             record.model_dump_json(exclude_none=True, exclude_defaults=True),
             LARGE_FIELDS,
-            blob_store=self.blob_store,
             blob_key=f"tasks/{record.id}",
-            limit=self.item_limit,
             item_key=key,
         )
         return self.models.task(
@@ -227,13 +181,13 @@ class DynamoTaskStore:
             retry_count=record.retry_count,
             updated_at=iso(record.updated_at),
             doc=doc,
-            blobs=set(moved) or None,
+            blobs=blobs,
             ttl=expiry(self.ttl_days, record.updated_at, record.execute_at),
         )
 
     async def _decode(self, raw: dict[str, Any]) -> Task:
         item = self.models.task.from_raw_data(raw)
-        task = Task.model_validate(await unpack(item.doc, item.blobs, self.blob_store))
+        task = Task.model_validate(await self._unpack(item))
         update: dict[str, Any] = {"status": TaskStatus(item.status)}
         if item.updated_at is not None:
             update["updated_at"] = from_iso(item.updated_at)
