@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import replace
 
 from tq_aws.core.leases import Lease, ShardSpec, pad_sequence, unpad_sequence
+
+logger = logging.getLogger(__name__)
 
 
 class MemoryLeaseStore:
@@ -49,14 +52,21 @@ class MemoryLeaseStore:
         self._items[(lease.stream, lease.shard_id)] = lease
         return lease
 
-    async def take(
-        self, lease: Lease, owner: str, *, now: float, lease_seconds: float
-    ) -> Lease | None:
+    def _repeated(self, lease: Lease, owner: str | None) -> Lease | None:
+        """The stored lease when ``owner`` already holds it one write after ``lease``: the
+        same call made again (as a retried request would be)."""
         current = self._current(lease)
-        if current is not None and current.owner == owner and current.counter == lease.counter + 1:
-            return current  # a repeated take (as a retried request would be)
-        if current is None or current.counter != lease.counter or not current.takeable(now):
-            return None
+        if (
+            current is not None
+            and owner is not None
+            and current.owner == owner
+            and current.counter == lease.counter + 1
+        ):
+            return current
+        return None
+
+    def _give(self, current: Lease, owner: str, *, now: float, lease_seconds: float) -> Lease:
+        """Store ``current`` held by ``owner`` for ``lease_seconds`` from ``now``."""
         return self._put(
             replace(
                 current,
@@ -67,15 +77,21 @@ class MemoryLeaseStore:
             )
         )
 
-    async def renew(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+    async def take(
+        self, lease: Lease, owner: str, *, now: float, lease_seconds: float
+    ) -> Lease | None:
+        repeated = self._repeated(lease, owner)
+        if repeated is not None:
+            return repeated
         current = self._current(lease)
-        if (
-            current is not None
-            and lease.owner is not None
-            and current.owner == lease.owner
-            and current.counter == lease.counter + 1
-        ):
-            return current  # a repeated renewal (as a retried request would be)
+        if current is None or current.counter != lease.counter or not current.takeable(now):
+            return None
+        return self._give(current, owner, now=now, lease_seconds=lease_seconds)
+
+    async def renew(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
+        repeated = self._repeated(lease, lease.owner)
+        if repeated is not None:
+            return repeated
         current = self._owned(lease)
         if current is None:
             return None
@@ -122,25 +138,12 @@ class MemoryLeaseStore:
         return True
 
     async def hand_over(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
-        current = self._current(lease)
-        if (
-            current is not None
-            and lease.handover_to is not None
-            and current.owner == lease.handover_to
-            and current.counter == lease.counter + 1
-        ):
-            return current  # repeated
+        repeated = self._repeated(lease, lease.handover_to)
+        if repeated is not None:
+            return repeated
         current = self._owned(lease)
         if current is None or lease.handover_to is None:
             return None
         if current.handover_to != lease.handover_to:
             return None
-        return self._put(
-            replace(
-                current,
-                owner=lease.handover_to,
-                counter=current.counter + 1,
-                expiry=now + lease_seconds,
-                handover_to=None,
-            )
-        )
+        return self._give(current, lease.handover_to, now=now, lease_seconds=lease_seconds)

@@ -3,12 +3,15 @@ as the conditional writes of the DynamoDB store are."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
 from tq_aws.ports import Claim, ClaimState
+
+logger = logging.getLogger(__name__)
 
 
 def may_replace(stored: Task | None, new: Task) -> bool:
@@ -35,24 +38,21 @@ class MemoryTaskStore:
         self.writes = 0
 
     async def put(self, tasks: Sequence[Task]) -> list[bool]:
-        out = []
-        for task in tasks:
-            if task.id is None:
-                raise ValueError("a stored task needs an id")
-            if not may_replace(self._tasks.get(task.id), task):
-                out.append(False)
-                continue
-            self._tasks[task.id] = _clone(task.copy_with(stored=True))
-            self.writes += 1
-            out.append(True)
-        return out
+        return self._write(tasks, may_replace)
 
     async def create(self, tasks: Sequence[Task]) -> list[bool]:
+        return self._write(tasks, lambda stored, _: stored is None)
+
+    def _write(
+        self, tasks: Sequence[Task], condition: Callable[[Task | None, Task], bool]
+    ) -> list[bool]:
+        """Store each task whose ``condition(stored copy or None, task)`` holds, in order (a
+        later task of the same id sees the earlier one); return which were written."""
         out = []
         for task in tasks:
             if task.id is None:
                 raise ValueError("a stored task needs an id")
-            if task.id in self._tasks:
+            if not condition(self._tasks.get(task.id), task):
                 out.append(False)
                 continue
             self._tasks[task.id] = _clone(task.copy_with(stored=True))

@@ -133,6 +133,30 @@ class DynamoLeaseStore(DynamoStore):
         m = self.model
         return (m.owner == (lease.owner or "")) & (m.counter == lease.counter)
 
+    def _given(self, lease: Lease, owner: str, *, now: float, lease_seconds: float) -> list[Any]:
+        """The actions that make ``owner`` hold the lease for ``lease_seconds`` from ``now``."""
+        m = self.model
+        return [
+            m.owner.set(owner),
+            m.counter.set(lease.counter + 1),
+            m.expiry.set(now + lease_seconds),
+            m.handover_to.remove(),
+        ]
+
+    async def _move(
+        self, lease: Lease, actions: list[Any], condition: Any, *, owner: str
+    ) -> Lease | None:
+        """The write of a new counter: the lease it leaves, or ``None`` if the condition did not
+        hold, unless the old item shows ``owner`` one counter on, which is this very write,
+        retried after its answer was lost."""
+        try:
+            return await self._update(lease, actions, condition)
+        except ConditionFailed as failed:
+            old = self._old(lease, failed)
+            if old is not None and old.owner == owner and old.counter == lease.counter + 1:
+                return old  # our own write, retried after its answer was lost
+            return None
+
     async def take(
         self, lease: Lease, owner: str, *, now: float, lease_seconds: float
     ) -> Lease | None:
@@ -142,32 +166,15 @@ class DynamoLeaseStore(DynamoStore):
             & (m.finished == False)  # noqa: E712 (a pynamodb condition, not a comparison)
             & (m.owner.does_not_exist() | (m.expiry <= now))
         )
-        actions = [
-            m.owner.set(owner),
-            m.counter.set(lease.counter + 1),
-            m.expiry.set(now + lease_seconds),
-            m.handover_to.remove(),
-        ]
-        try:
-            return await self._update(lease, actions, condition)
-        except ConditionFailed as failed:
-            old = self._old(lease, failed)
-            if old is not None and old.owner == owner and old.counter == lease.counter + 1:
-                return old  # our own write, retried after its answer was lost
-            return None
+        actions = self._given(lease, owner, now=now, lease_seconds=lease_seconds)
+        return await self._move(lease, actions, condition, owner=owner)
 
     async def renew(self, lease: Lease, *, now: float, lease_seconds: float) -> Lease | None:
         if lease.owner is None:
             return None
         m = self.model
         actions = [m.counter.set(lease.counter + 1), m.expiry.set(now + lease_seconds)]
-        try:
-            return await self._update(lease, actions, self._owned(lease))
-        except ConditionFailed as failed:
-            old = self._old(lease, failed)
-            if old is not None and old.owner == lease.owner and old.counter == lease.counter + 1:
-                return old
-            return None
+        return await self._move(lease, actions, self._owned(lease), owner=lease.owner)
 
     async def checkpoint(self, lease: Lease, sequence: str) -> Lease | None:
         padded = pad_sequence(sequence)
@@ -228,16 +235,5 @@ class DynamoLeaseStore(DynamoStore):
             return None
         m = self.model
         condition = self._owned(lease) & (m.handover_to == requester)
-        actions = [
-            m.owner.set(requester),
-            m.counter.set(lease.counter + 1),
-            m.expiry.set(now + lease_seconds),
-            m.handover_to.remove(),
-        ]
-        try:
-            return await self._update(lease, actions, condition)
-        except ConditionFailed as failed:
-            old = self._old(lease, failed)
-            if old is not None and old.owner == requester and old.counter == lease.counter + 1:
-                return old
-            return None
+        actions = self._given(lease, requester, now=now, lease_seconds=lease_seconds)
+        return await self._move(lease, actions, condition, owner=requester)

@@ -6,14 +6,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from tq_aws.backends.aws.clients import AwsSettings
-from tq_aws.backends.aws.dynamodb.base import DEFAULT_ITEM_LIMIT, DynamoStore
+from tq_aws.backends.aws.dynamodb.base import DynamoStore
 from tq_aws.backends.aws.dynamodb.calls import gather_all, in_key_order
 from tq_aws.backends.aws.dynamodb.items import expiry
 from tq_aws.backends.aws.dynamodb.models import entity_pk, projection_sk
 from tq_aws.core.projections import TERMINAL_RANK, ProjectionRow
 from tq_aws.core.task import Entity
-from tq_aws.ports import BlobStore
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +42,8 @@ class DynamoProjectionStore(DynamoStore):
         ['executed']
     """
 
-    def __init__(
-        self,
-        table: str,
-        settings: AwsSettings,
-        *,
-        blob_store: BlobStore | None = None,
-        item_limit: int = DEFAULT_ITEM_LIMIT,
-        ttl_days: float | None = 30,
-    ):
-        super().__init__(
-            table, settings, blob_store=blob_store, item_limit=item_limit, ttl_days=ttl_days
-        )
-        self.calls = 0
-        """``upsert`` calls (one per stage per batch)."""
+    calls: int = 0
+    """``upsert`` calls (one per stage per batch)."""
 
     async def upsert(self, rows: Sequence[ProjectionRow]) -> None:
         """Write each row that supersedes the stored one."""
