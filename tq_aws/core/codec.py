@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import zlib
 from typing import Literal
@@ -25,6 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from tq_aws.core.task import Task
 from tq_aws.errors import CodecError
+
+logger = logging.getLogger(__name__)
 
 CODEC_VERSION = 1
 _ZLIB_MAGIC = 0x78
