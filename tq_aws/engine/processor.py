@@ -2,18 +2,8 @@
 sentinel tasks), the ``processing`` rows, the run, then the recording of its outcomes.
 
 Recording (``tq_aws.engine.recording``, planned by ``tq_aws.core.outcomes``) writes in the order
-that makes a crash at any point safe to redeliver:
-
-1. flows and children of finished attempts are dispatched, retries are scheduled
-   (deterministic names and ids, so a repeat is harmless);
-2. task records are written (retries, final failures, ignored, expired, stored successes);
-3. terminal projections are written;
-4. flow steps' final outcomes reach their barriers (first write wins per step), joins go out;
-5. the caller acknowledges the batch.
-
-A crash before 2 redelivers the batch and the tasks run again (at-least-once). A crash after 2
-redelivers tasks whose stored copy is terminal: the claim drops them and re-writes their
-terminal projection and flow report, so nothing is lost and nothing runs twice.
+that makes a crash at any point safe to redeliver; its docstring gives that order. The caller
+acknowledges the batch once ``process`` returns.
 """
 
 from __future__ import annotations
