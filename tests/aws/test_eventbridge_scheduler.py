@@ -24,11 +24,10 @@ from tq_aws.backends.aws.scheduler import (
     at_expression,
 )
 from tq_aws.backends.clock import SystemClock
-from tq_aws.ports import Clock
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, InvalidScheduleNameError, ScheduleInputTooLargeError
-from tq_aws.ports import ScheduledTask
+from tq_aws.ports import Clock, ScheduledTask
 from tq_aws.testing import ManualClock
 
 ROLE = "arn:aws:iam::123456789012:role/tq-scheduler"

@@ -6,6 +6,7 @@ import threading
 
 import tq_aws
 from tq_aws import Entity, Task, TaskQueue
+from tq_aws.backends.clock import SystemClock
 from tq_aws.backends.memory import (
     MemoryBlobStore,
     MemoryProjectionStore,
@@ -13,7 +14,6 @@ from tq_aws.backends.memory import (
     MemoryTaskStore,
     MemoryTransport,
 )
-from tq_aws.backends.clock import SystemClock
 from tq_aws.errors import TaskValidationError
 from tq_aws.testing import DEFAULT_START, ManualClock
 

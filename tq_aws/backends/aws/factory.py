@@ -19,7 +19,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws import dynamodb
-from tq_aws.backends.aws.clients import AwsClients, AwsSettings
+from tq_aws.backends.aws.clients import AwsClients, AwsSettings, error_code
 from tq_aws.backends.aws.routed import CombinedSource, RoutedTransport
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.s3 import S3BlobStore
@@ -68,7 +68,7 @@ class AwsResources:
             await kinesis.describe_stream_summary(StreamName=self.routing.stream)
             return
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
         await kinesis.create_stream(
             StreamName=self.routing.stream, StreamModeDetails={"StreamMode": "ON_DEMAND"}
@@ -98,7 +98,7 @@ class AwsResources:
         try:
             await scheduler.create_schedule_group(Name=self.scheduler_group)
         except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ConflictException":
+            if error_code(exc) != "ConflictException":
                 raise
 
 
