@@ -59,6 +59,7 @@ from tq_aws.backends.aws.batching import (
 )
 from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
+from tq_aws.backends.aws.kinesis_shards import list_shards, shard_iterator
 from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, InvalidPartitionKeyError
@@ -291,29 +292,15 @@ class KinesisSource:
     async def _list_shards(self) -> None:
         kinesis = await self.clients.get("kinesis")
         first_listing = self._listed_at is None
-        found: list[dict[str, Any]] = []
-        args: dict[str, Any] = {"StreamName": self.stream}
-        while True:
-            page = await kinesis.list_shards(**args)
-            found.extend(page.get("Shards", []))
-            token = page.get("NextToken")
-            if not token:
-                break
-            args = {"NextToken": token}
-        for info in found:
-            shard_id = str(info["ShardId"])
-            closed = "EndingSequenceNumber" in (info.get("SequenceNumberRange") or {})
-            known = self._shards.get(shard_id)
+        for info in await list_shards(kinesis, self.stream):
+            known = self._shards.get(info.shard_id)
             if known is not None:
-                known.closed = known.closed or closed
+                known.closed = known.closed or info.closed
                 continue
-            parents = tuple(
-                str(p) for p in (info.get("ParentShardId"), info.get("AdjacentParentShardId")) if p
-            )
             # Shards born after the first listing (a reshard) are read from their start.
             start = self.start if first_listing else "TRIM_HORIZON"
-            self._shards[shard_id] = _Shard(
-                shard_id, parents, closed, resume={"ShardIteratorType": start}
+            self._shards[info.shard_id] = _Shard(
+                info.shard_id, info.parents, info.closed, resume={"ShardIteratorType": start}
             )
         self._listed_at = time.monotonic()
 
@@ -403,14 +390,12 @@ class KinesisSource:
 
     async def _iterator(self, kinesis: Any, shard: _Shard) -> str:
         taken_at = datetime.now(UTC)
-        response = await kinesis.get_shard_iterator(
-            StreamName=self.stream, ShardId=shard.shard_id, **shard.resume
-        )
+        iterator = await shard_iterator(kinesis, self.stream, shard.shard_id, shard.resume)
         if shard.resume["ShardIteratorType"] == "LATEST":
             # Pin "latest" to a time, so an iterator created again (expired, or after a
             # nack of nothing) does not skip records written in between.
             shard.resume = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": taken_at}
-        return str(response["ShardIterator"])
+        return iterator
 
     def _delivery(self, shard: _Shard, record: dict[str, Any]) -> Delivery:
         sequence = str(record["SequenceNumber"])
