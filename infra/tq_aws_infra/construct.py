@@ -481,8 +481,8 @@ class TqAws(Construct):
             _ack(
                 queue,
                 "AwsSolutions::AwsSolutions-SQS3",
-                "a dead-letter queue: the stream mapping's on-failure destination or the "
-                "schedules' DeadLetterConfig (the library sets it), not a source queue",
+                "a dead-letter queue: the stream mapping's on-failure destination, or the one "
+                "kept for the schedules' DeadLetterConfig; not a source queue",
             )
         for queue in [
             *failure_queues,
