@@ -85,6 +85,33 @@ class Template:
                 out[key] = evaluated
         return out
 
+    def with_parameters(self, expr: Any) -> Any:
+        """``expr`` with parameters, conditions and mappings resolved, and every reference to a
+        resource (``Ref``, ``Fn::GetAtt``, ``Fn::Sub``) left for CloudFormation to resolve."""
+        if isinstance(expr, list):
+            return [v for v in (self.with_parameters(e) for e in expr) if v is not NO_VALUE]
+        if not isinstance(expr, dict):
+            return expr
+        if len(expr) == 1:
+            ((fn, arg),) = expr.items()
+            if fn == "Ref":
+                if arg == "AWS::NoValue":
+                    return NO_VALUE
+                return self.parameters.get(arg, expr)
+            if fn == "Fn::If":
+                name, yes, no = arg
+                return self.with_parameters(yes if self.condition(name) else no)
+            if fn == "Fn::FindInMap":
+                return self.value(expr)
+            if fn == "Fn::GetAtt":
+                return expr
+        out = {}
+        for key, item in expr.items():
+            evaluated = self.with_parameters(item)
+            if evaluated is not NO_VALUE:
+                out[key] = evaluated
+        return out
+
     # -- queries ---------------------------------------------------------------------------
 
     def of_type(self, kind: str) -> dict[str, dict[str, Any]]:
