@@ -59,7 +59,7 @@ from tq_aws.backends.aws.batching import (
 )
 from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
-from tq_aws.backends.aws.kinesis_shards import list_shards, shard_iterator
+from tq_aws.backends.aws.kinesis_shards import list_shards, record_delivery, shard_iterator
 from tq_aws.core.codec import encode_task
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, InvalidPartitionKeyError
@@ -398,14 +398,8 @@ class KinesisSource:
         return iterator
 
     def _delivery(self, shard: _Shard, record: dict[str, Any]) -> Delivery:
-        sequence = str(record["SequenceNumber"])
-        delivery = Delivery.decode(
-            self.stream,
-            bytes(record["Data"]),
-            f"{self.stream}/{shard.shard_id}/{sequence}",
-            partition_key=record.get("PartitionKey"),
-            token=(shard.shard_id, sequence),
-        )
+        delivery = record_delivery(self.stream, shard.shard_id, record)
+        sequence = delivery.token[1]
         shard.outstanding[int(sequence)] = sequence
         return delivery
 
