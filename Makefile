@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit bench lock clean
+.PHONY: demo test lint typecheck imports unit infra bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,43 @@ imports: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck imports unit
+test: lint typecheck imports unit infra
+
+# Deploy templates and CDK app: linters, policy checks, drift and the offline rehearsal. The
+# tools live in their own environments (aws-sam-cli and checkov pin packages of their own);
+# .venv-infra is the runtime's lock plus aws-cdk-lib, cdk-nag and cfn-lint-serverless.
+INFRA_STAMP   := .venv-infra/.installed
+SAM_STAMP     := .venv-sam/.installed
+CHECKOV_STAMP := .venv-checkov/.installed
+CDK_CLI_STAMP := infra/node_modules/.installed
+
+$(INFRA_STAMP): pyproject.toml requirements.lock infra/requirements.lock
+	test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
+	.venv-infra/bin/python -m pip install --quiet --upgrade pip
+	.venv-infra/bin/python -m pip install --quiet -r requirements.lock -r infra/requirements.lock
+	.venv-infra/bin/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(SAM_STAMP): infra/requirements-sam.lock
+	test -x .venv-sam/bin/python || $(PYTHON) -m venv .venv-sam
+	.venv-sam/bin/python -m pip install --quiet --upgrade pip
+	.venv-sam/bin/python -m pip install --quiet -r infra/requirements-sam.lock
+	touch $@
+
+$(CHECKOV_STAMP): infra/requirements-checkov.lock
+	test -x .venv-checkov/bin/python || $(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install --quiet --upgrade pip
+	.venv-checkov/bin/python -m pip install --quiet -r infra/requirements-checkov.lock
+	touch $@
+
+$(CDK_CLI_STAMP): infra/package.json infra/package-lock.json
+	cd infra && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+infra: $(STAMP) $(INFRA_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(CDK_CLI_STAMP)
+	$(BIN)/ruff check lambdas infra tests/infra
+	$(BIN)/ruff format --check lambdas infra tests/infra
+	.venv-infra/bin/python -m pytest tests/infra
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
