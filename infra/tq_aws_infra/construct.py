@@ -15,15 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import (
-    Acknowledgment,
-    Aws,
-    CfnResource,
-    Duration,
-    RemovalPolicy,
-    Stack,
-    Validations,
-)
+from aws_cdk import Aws, Duration, RemovalPolicy
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
 from aws_cdk import aws_dynamodb as dynamodb
@@ -38,6 +30,8 @@ from aws_cdk import aws_scheduler as scheduler
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
+
+from tq_aws_infra.findings import acknowledge_findings
 
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 """The entry points ``worker.handler`` and ``status.handler`` (the default function code)."""
@@ -190,7 +184,7 @@ class TqAws(Construct):
                 f"stream_retention ({retention.to_seconds()} s)"
             )
         self._alarm_topic = alarm_topic
-        self._log_groups: list[logs.LogGroup] = []
+        self.log_groups: list[logs.LogGroup] = []
 
         # -- transport ---------------------------------------------------------------------
         provisioned = stream_mode == kinesis.StreamMode.PROVISIONED
@@ -468,122 +462,10 @@ class TqAws(Construct):
         # -- optional ECS worker -----------------------------------------------------------
         self.ecs_service: ecs.FargateService | None = None
         self.ecs_task_role: iam.Role | None = None
+        self.ecs_task_definition: ecs.FargateTaskDefinition | None = None
         if ecs_worker is not None:
             self.ecs_service = self._ecs_worker(ecs_worker, log_retention)
-        self._acknowledge()
-
-    # -- policy checks -----------------------------------------------------------------------
-
-    def _acknowledge(self) -> None:
-        """Acknowledge the cdk-nag findings this design accepts, each with its reason."""
-        failure_queues = [self.stream_failure_queue, self.schedule_dead_letter_queue]
-        for queue in failure_queues:
-            _ack(
-                queue,
-                "AwsSolutions::AwsSolutions-SQS3",
-                "a dead-letter queue: the stream mapping's on-failure destination, or the one "
-                "kept for the schedules' DeadLetterConfig; not a source queue",
-            )
-        for queue in [
-            *failure_queues,
-            *([self.dead_letter_queue] if self.dead_letter_queue else []),
-        ]:
-            _ack(
-                queue,
-                "Serverless::Serverless-SQSRedrivePolicy",
-                "a dead-letter queue is the end of the line: its messages wait for an operator",
-            )
-        _ack(
-            self.bucket,
-            "AwsSolutions::AwsSolutions-S1",
-            "claim-check objects are short-lived copies of task payloads and results; "
-            "CloudTrail data events audit access where needed",
-        )
-        for fn in (self.worker, self.status):
-            _ack(
-                fn,
-                "AwsSolutions::AwsSolutions-L1",
-                "python3.12 is the runtime the pinned AWS stack is built and tested for",
-            )
-            _ack(
-                fn,
-                "Serverless::Serverless-LambdaLatestVersion",
-                "python3.12 is the runtime the pinned AWS stack is built and tested for",
-            )
-        _ack(
-            self.worker,
-            "Serverless::Serverless-LambdaDLQ",
-            "the worker is invoked by event source mappings, whose failures go to the stream "
-            "failure queue and the task queue's DLQ; a function DLQ only serves async invokes",
-        )
-        _ack(
-            self.status,
-            "Serverless::Serverless-LambdaDLQ",
-            "the status function is invoked synchronously through its URL: nothing to keep",
-        )
-        if self.queue_event_source is not None:
-            _ack(
-                self.queue_event_source,
-                "Serverless::Serverless-LambdaEventSourceMappingDestination",
-                "an SQS mapping takes no on-failure destination: the queue's redrive policy "
-                "moves a message to its DLQ after 5 receives",
-            )
-        for role in (self.worker_role, self.status_role):
-            _ack(
-                role,
-                "Serverless::Serverless-LambdaStarPermissions",
-                "the only '*' resource is X-Ray's (Put* and GetSampling* take no other); every "
-                "other statement names its resources",
-            )
-        self._skip_lint_findings(failure_queues)
-        roles = [self.worker_role, self.status_role]
-        if self.ecs_task_role is not None:
-            roles.append(self.ecs_task_role)
-        for role in roles:
-            self._acknowledge_wildcards(role, xray=role is not self.ecs_task_role)
-
-    def _skip_lint_findings(self, failure_queues: list[sqs.Queue]) -> None:
-        """checkov and cfn-lint findings this design accepts (reasons in the tables below)."""
-        dead_letters = [*failure_queues]
-        if self.dead_letter_queue is not None:
-            dead_letters.append(self.dead_letter_queue)
-        for queue in dead_letters:
-            _skip(queue, checkov=("CKV_AWS_27",), cfn_lint=("ES6000",))
-        if self.queue is not None:
-            _skip(self.queue, checkov=("CKV_AWS_27",))
-        if self.queue_event_source is not None:
-            _skip(self.queue_event_source, cfn_lint=("ES1001",))
-        _skip(self.table, checkov=("CKV_AWS_119",))
-        _skip(self.bucket, checkov=("CKV_AWS_18", "CKV_AWS_21"))
-        for group in self._log_groups:
-            _skip(group, checkov=("CKV_AWS_158",))
-        for fn in (self.worker, self.status):
-            _skip(
-                fn,
-                checkov=("CKV_AWS_115", "CKV_AWS_116", "CKV_AWS_117", "CKV_AWS_173"),
-                cfn_lint=("WS1004", "W3005"),
-            )
-
-    def _acknowledge_wildcards(self, role: iam.Role, *, xray: bool) -> None:
-        """The scoped wildcards of a role's statements, each with its reason."""
-        stack = Stack.of(self)
-
-        def logical_id(construct: Construct) -> str:
-            return stack.resolve(stack.get_logical_id(construct.node.default_child))  # type: ignore[arg-type]
-
-        table = logical_id(self.table)
-        bucket = logical_id(self.bucket)
-        group = stack.resolve(stack.get_logical_id(self.schedule_group))
-        findings = {
-            f"Resource::<{table}.Arn>/index/*": "the table's own indexes (the status GSI)",
-            f"Resource::<{bucket}.Arn>/*": "objects of the claim-check bucket only",
-            "Resource::arn:<AWS::Partition>:scheduler:<AWS::Region>:<AWS::AccountId>:schedule/"
-            f"<{group}>/*": "schedules of the stack's own schedule group only (one per delay)",
-        }
-        if xray:
-            findings["Resource::*"] = "X-Ray's Put* and GetSampling* actions take only '*'"
-        for evidence, reason in findings.items():
-            _ack(role, f"AwsSolutions::AwsSolutions-IAM5[{evidence}]", reason)
+        acknowledge_findings(self)
 
     # -- pieces ------------------------------------------------------------------------------
 
@@ -601,7 +483,7 @@ class TqAws(Construct):
         group = logs.LogGroup(
             self, construct_id, retention=retention, removal_policy=RemovalPolicy.DESTROY
         )
-        self._log_groups.append(group)
+        self.log_groups.append(group)
         return group
 
     def _table_resources(self) -> list[str]:
@@ -736,7 +618,7 @@ class TqAws(Construct):
             ),
             inline_policies={"worker": iam.PolicyDocument(statements=self._worker_statements())},
         )
-        task_definition = ecs.FargateTaskDefinition(
+        task_definition = self.ecs_task_definition = ecs.FargateTaskDefinition(
             self,
             "EcsTaskDefinition",
             cpu=options.cpu,
@@ -756,11 +638,6 @@ class TqAws(Construct):
                 stream_prefix="worker", log_group=self._log_group("EcsLogGroup", retention)
             ),
         )
-        _ack(
-            task_definition,
-            "AwsSolutions::AwsSolutions-ECS2",
-            "the variables hold resource names and the TQ_APP spec, not secrets",
-        )
         return ecs.FargateService(
             self,
             "EcsService",
@@ -772,55 +649,3 @@ class TqAws(Construct):
             vpc_subnets=options.subnets,
             assign_public_ip=False,
         )
-
-
-def _ack(construct: Construct, rule: str, reason: str) -> None:
-    """Acknowledge a cdk-nag finding on ``construct``, with its reason."""
-    Validations.of(construct).acknowledge(Acknowledgment(id=rule, reason=reason))
-
-
-CHECKOV_REASONS = {
-    "CKV_AWS_27": "encrypted at rest with SSE-SQS (SqsManagedSseEnabled); checkov counts only a "
-    "KMS key",
-    "CKV_AWS_119": "encrypted at rest with the AWS-managed DynamoDB key; a customer key adds cost "
-    "and key administration, the user's choice",
-    "CKV_AWS_18": "claim-check objects are short-lived copies of task payloads; CloudTrail data "
-    "events audit access if needed",
-    "CKV_AWS_21": "objects are written once under content-addressed keys and expire; versions "
-    "would only keep them longer",
-    "CKV_AWS_158": "log groups use CloudWatch Logs' default encryption; a customer key is the "
-    "user's choice",
-    "CKV_AWS_115": "concurrency is bounded by the event sources (shards x parallelization factor, "
-    "SQS maximum concurrency) or by the URL's IAM auth; a reserved limit takes from the "
-    "account's pool",
-    "CKV_AWS_116": "failed batches are kept by the event sources (Kinesis on-failure queue, SQS "
-    "redrive); a function DLQ serves async invokes, which these functions do not get",
-    "CKV_AWS_117": "the functions reach only AWS service endpoints; a VPC is the user's choice",
-    "CKV_AWS_173": "the variables hold resource names, not secrets; Lambda encrypts them at rest",
-}
-"""Why each checkov finding on the stack is accepted (the same reasons as template.yaml)."""
-
-CFN_LINT_REASONS = {
-    "ES6000": "a dead-letter queue is the end of the line: it has no redrive policy",
-    "ES1001": "an SQS mapping takes no on-failure destination: the queue's redrive policy moves "
-    "a message to its DLQ after 5 receives",
-    "WS1004": "the function logs to its own log group (LoggingConfig), which has a retention",
-    "W3005": "the CDK adds an explicit DependsOn on the role beside the GetAtt; harmless",
-}
-"""Why each cfn-lint finding on the stack is accepted."""
-
-
-def _skip(
-    construct: Construct, *, checkov: tuple[str, ...] = (), cfn_lint: tuple[str, ...] = ()
-) -> None:
-    """Write checkov skips and cfn-lint ignores, with their reasons, into the resource's
-    CloudFormation ``Metadata`` (where those tools read them)."""
-    child = construct.node.default_child if construct.node.default_child else construct
-    assert isinstance(child, CfnResource)
-    if checkov:
-        child.add_metadata(
-            "checkov", {"skip": [{"id": i, "comment": CHECKOV_REASONS[i]} for i in checkov]}
-        )
-    if cfn_lint:
-        child.add_metadata("cfn-lint", {"config": {"ignore_checks": list(cfn_lint)}})
-        child.add_metadata("cfn-lint-reasons", {i: CFN_LINT_REASONS[i] for i in cfn_lint})
