@@ -102,7 +102,7 @@ class EventSourceMappingSettings(CloudFormationLintRule):
         "failures, cap concurrency, and read a queue with visibility >= 6x the function "
         "timeout and a redrive policy with maxReceiveCount >= 5"
     )
-    source_url = "https://github.com/tq-aws/tq-aws/blob/main/docs/deploy.md"
+    source_url = "docs/deploy.md"
     tags = ["lambda", "kinesis", "sqs", "tq-aws"]
 
     def match(self, cfn: Any) -> list[RuleMatch]:
@@ -199,7 +199,7 @@ class SchedulerRetryAndDeadLetter(CloudFormationLintRule):
         "MaximumEventAgeInSeconds) and DeadLetterConfig.Arn; with a schedule group, the role "
         "EventBridge Scheduler assumes may sqs:SendMessage to a queue (the dead-letter queue)"
     )
-    source_url = "https://github.com/tq-aws/tq-aws/blob/main/docs/deploy.md"
+    source_url = "docs/deploy.md"
     tags = ["scheduler", "tq-aws"]
 
     def match(self, cfn: Any) -> list[RuleMatch]:

@@ -1,5 +1,5 @@
 """Fixtures of the deploy tests: the SAM template after its transform and the CDK app's synth,
-each made once per session by the tool environments that ``make infra`` builds.
+each made once per test run by the tool environments that ``make infra`` builds.
 
 These tests run in ``.venv-infra`` (the runtime's lock plus aws-cdk-lib, cdk-nag, cfn-lint);
 in any other environment, such as the runtime's ``.venv``, they are not collected.
