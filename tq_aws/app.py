@@ -154,6 +154,7 @@ class TaskQueue(Engine):
         compress_over: int | None = None,
         max_record_bytes: int = 1_048_576,
         fire_schedules: bool | None = None,
+        scheduler_dead_letter_arn: str | None = None,
         **options: Any,
     ) -> TaskQueue:
         """A TaskQueue on AWS: Kinesis and/or SQS transports, DynamoDB stores, EventBridge
@@ -177,6 +178,8 @@ class TaskQueue(Engine):
                 raise it for streams configured for larger records).
             fire_schedules: let ``run_until_idle`` perform due schedules itself. Defaults to
                 true only for a loopback ``endpoint_url`` (an emulator never fires them).
+            scheduler_dead_letter_arn: an SQS queue ARN where EventBridge Scheduler puts a
+                delivery it gave up on after its retries (the templates create one).
             options: any other ``TaskQueue`` option (``batch_size``, ``processing_grace``...).
         """
         from tq_aws.backends.aws.factory import AwsConfig, build
@@ -194,6 +197,7 @@ class TaskQueue(Engine):
             compress_over=compress_over,
             max_record_bytes=max_record_bytes,
             fire_schedules=fire_schedules,
+            scheduler_dead_letter_arn=scheduler_dead_letter_arn,
         )
         ports, resources = build(config, clock or SystemClock())
         return cls(ports=ports, resources=resources, **options)
@@ -203,7 +207,8 @@ class TaskQueue(Engine):
         """A TaskQueue configured by ``TQ_*`` environment variables (the names the SAM and
         CDK templates set): ``TQ_STREAM``, ``TQ_QUEUE_URL``, ``TQ_SQS_QUEUES`` (JSON object or
         comma-separated ids), ``TQ_TABLE``, ``TQ_BUCKET``, ``TQ_SCHEDULER_GROUP``,
-        ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_REGION`` (else ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
+        ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_SCHEDULER_DLQ_ARN``, ``TQ_REGION`` (else
+        ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
         With none of ``TQ_STREAM``, ``TQ_QUEUE_URL`` or a ``TQ_SQS_QUEUES`` mapping set: the
         embedded default."""
         from tq_aws.backends.aws.factory import settings_from_env

@@ -288,6 +288,7 @@ class TqAws(Construct):
             "TQ_BUCKET": self.bucket.bucket_name,
             "TQ_SCHEDULER_GROUP": self.schedule_group.ref,
             "TQ_SCHEDULER_ROLE_ARN": self.scheduler_role.role_arn,
+            "TQ_SCHEDULER_DLQ_ARN": self.schedule_dead_letter_queue.queue_arn,
             "TQ_REGION": Aws.REGION,
             "TQ_ENDPOINT_URL": "",  # only for a local emulator; empty on AWS
         }

@@ -118,6 +118,7 @@ class AwsConfig:
     compress_over: int | None
     max_record_bytes: int
     fire_schedules: bool | None
+    scheduler_dead_letter_arn: str | None = None
 
 
 def build(config: AwsConfig, clock: Clock) -> tuple[Ports, AwsResources]:
@@ -149,6 +150,7 @@ def build(config: AwsConfig, clock: Clock) -> tuple[Ports, AwsResources]:
         clock=clock,
         sqs_delay=transport if transport.sqs else None,  # sends each task to its own queue
         simulate_firing=simulate,
+        dead_letter_arn=config.scheduler_dead_letter_arn,
     )
     table = dynamodb_table_name(config.table)
     stores = dynamodb.build_stores(table, settings, blob_store=blob_store, now=clock.now)
@@ -242,6 +244,7 @@ def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any
         "bucket": get("BUCKET"),
         "scheduler_group": get("SCHEDULER_GROUP") or "tq",
         "scheduler_role_arn": get("SCHEDULER_ROLE_ARN"),
+        "scheduler_dead_letter_arn": get("SCHEDULER_DLQ_ARN"),
         "region": get("REGION")
         or env.get("AWS_REGION")
         or env.get("AWS_DEFAULT_REGION")
