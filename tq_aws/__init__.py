@@ -7,7 +7,13 @@ from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
 from tq_aws.core.task import Entity, Task, TaskStatus
-from tq_aws.errors import ConfigurationError, PublishError, TaskValidationError, TqError
+from tq_aws.errors import (
+    ConfigurationError,
+    PermanentFailure,
+    PublishError,
+    TaskValidationError,
+    TqError,
+)
 
 __all__ = [
     "Actions",
@@ -16,6 +22,7 @@ __all__ = [
     "FlowStatus",
     "Join",
     "LifecycleListener",
+    "PermanentFailure",
     "PoisonRecord",
     "ProjectionRow",
     "PublishError",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class TqError(Exception):
     """Base class of every error tq-aws raises on purpose."""
@@ -46,6 +49,32 @@ class ResultNotSerializableError(TqError, TypeError):
 
 class DecisionError(TqError, ValueError):
     """An action named a task that is not part of the running batch."""
+
+
+class PermanentFailure(TqError):
+    """Raise it from an executor to fail the task for good: its remaining retries are skipped.
+
+    The task ends ``failed`` at once (stored, projected, reported to its flow as a failed step,
+    ``on_task_exhausted`` emitted), as if its retries were exhausted. From a batch executor it
+    fails every task of the call not decided yet. ``actions.fail(task, error, retry=False)``
+    does the same without raising.
+
+    Args:
+        message: the error recorded in ``execution_stats["last_error"]`` (default: the class
+            name).
+        meta: extra keys merged into ``execution_stats``, as ``actions.fail(..., meta=)``.
+
+    Example:
+        >>> @app.executor("emails", "send", retries=5)
+        ... async def send(task, actions):
+        ...     if "@" not in task.payload["to"]:
+        ...         raise PermanentFailure("no such address", meta={"to": task.payload["to"]})
+        ...     actions.success(task)
+    """
+
+    def __init__(self, message: str = "", *, meta: Mapping[str, Any] | None = None):
+        super().__init__(message)
+        self.meta: dict[str, Any] | None = dict(meta) if meta else None
 
 
 class PublishError(TqError):

@@ -26,7 +26,12 @@ from tq_aws.core.flows import (
 )
 from tq_aws.core.log_context import TaskLoggerAdapter
 from tq_aws.core.task import Entity, Task
-from tq_aws.errors import DecisionError, ResultNotSerializableError, TaskValidationError
+from tq_aws.errors import (
+    DecisionError,
+    PermanentFailure,
+    ResultNotSerializableError,
+    TaskValidationError,
+)
 from tq_aws.ids import derived_id, new_id
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,8 @@ class Decision:
     error: str | None = None
     stack: str | None = None
     meta: dict[str, Any] | None = None
+    retry: bool = True
+    """``False``: a failure for good, its remaining retries skipped (``PermanentFailure``)."""
 
 
 PLAIN_SUCCESS = Decision(kind="success")
@@ -113,16 +120,26 @@ def jsonable_result(result: Any) -> tuple[Any, int]:
     return data, size
 
 
-def failure_decision(error: BaseException | str | None, meta: Mapping[str, Any] | None) -> Decision:
-    """Build a failure from an exception (message and stack) or a message."""
+def failure_decision(
+    error: BaseException | str | None, meta: Mapping[str, Any] | None, *, retry: bool = True
+) -> Decision:
+    """Build a failure from an exception (message and stack) or a message. A
+    ``PermanentFailure`` (or ``retry=False``) is a failure for good; its ``meta`` is merged
+    under the given ``meta``."""
     message: str | None
     stack: str | None = None
     if isinstance(error, BaseException):
         message = str(error) or type(error).__name__
         stack = "".join(traceback.format_exception(error))
+        if isinstance(error, PermanentFailure):
+            retry = False
+            if error.meta:
+                meta = {**error.meta, **(meta or {})}
     else:
         message = error
-    return Decision(kind="fail", error=message, stack=stack, meta=dict(meta) if meta else None)
+    return Decision(
+        kind="fail", error=message, stack=stack, meta=dict(meta) if meta else None, retry=retry
+    )
 
 
 class Actions:
@@ -181,12 +198,18 @@ class Actions:
         task: Task,
         error: BaseException | str | None = None,
         meta: Mapping[str, Any] | None = None,
+        *,
+        retry: bool = True,
     ) -> None:
-        """Mark this attempt of ``task`` failed. Whether it is retried is decided afterwards from
-        its ``retries``. ``error`` (message and, for exceptions, stack) and ``meta`` are merged
-        into ``execution_stats``."""
+        """Mark this attempt of ``task`` failed. ``error`` (message and, for exceptions, stack)
+        and ``meta`` are merged into ``execution_stats``.
+
+        Whether it is retried is decided afterwards from its ``retries``; ``retry=False`` (or a
+        ``PermanentFailure`` as ``error``) fails it for good: the remaining retries are skipped
+        and it ends ``failed`` at once, as when its retries are exhausted.
+        """
         self._check_own(task)
-        self._book.decide(task, failure_decision(error, meta))
+        self._book.decide(task, failure_decision(error, meta, retry=retry))
 
     def _check_own(self, task: Task) -> None:
         # A single-task executor decides its own task only: deciding a neighbour in the batch

@@ -20,6 +20,9 @@ from tq_aws.core.retry import DEFAULT_RETRY_AFTER, RetryPlan, plan_retry
 from tq_aws.core.runner import BatchOutcome
 from tq_aws.core.task import Task, TaskStatus
 
+PERMANENT_KEY = "permanent_failure"
+"""``execution_stats`` key set on a task failed for good before its retries ran out."""
+
 ProjectionItem = tuple[Task, str, str | None, object]
 """One projection row to write: ``(task, status, error, result)``."""
 
@@ -183,18 +186,22 @@ def plan_writes(
             stats["retry_count"] = task.retry_count
         failed = task.copy_with(**{"execution_stats": stats, "updated_at": now})
         spec = o.spec
-        retry = plan_retry(
-            failed,
-            executor_retries=spec.retries if spec else 0,
-            executor_retry_after=spec.retry_after if spec else DEFAULT_RETRY_AFTER,
-            now=now,
+        retry = (
+            plan_retry(
+                failed,
+                executor_retries=spec.retries if spec else 0,
+                executor_retry_after=spec.retry_after if spec else DEFAULT_RETRY_AFTER,
+                now=now,
+            )
+            if decision.retry
+            else None  # failed for good (PermanentFailure, fail(retry=False)): as if exhausted
         )
         if retry is None:
+            final_stats = {**stats, "failed_at": now.isoformat()}
+            if not decision.retry:
+                final_stats[PERMANENT_KEY] = True
             final = failed.copy_with(
-                **{
-                    "status": TaskStatus.FAILED,
-                    "execution_stats": {**stats, "failed_at": now.isoformat()},
-                }
+                **{"status": TaskStatus.FAILED, "execution_stats": final_stats}
             )
             finals.append(final)
             children.extend(o.children)
