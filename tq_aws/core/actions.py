@@ -11,7 +11,7 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import pydantic_core
 from pydantic import BaseModel
@@ -25,6 +25,7 @@ from tq_aws.core.flows import (
     validate_flow_options,
 )
 from tq_aws.core.log_context import TaskLoggerAdapter
+from tq_aws.core.payloads import M, payload_as
 from tq_aws.core.task import Entity, Task
 from tq_aws.errors import (
     DecisionError,
@@ -156,7 +157,17 @@ class Actions:
         ...     actions.success(task, {"message_id": "m-1"})
     """
 
-    __slots__ = ("_batch_key", "_book", "_context", "_log", "_now", "_prepare", "_task")
+    __slots__ = (
+        "_batch_key",
+        "_book",
+        "_context",
+        "_log",
+        "_models",
+        "_now",
+        "_payload_model",
+        "_prepare",
+        "_task",
+    )
 
     def __init__(
         self,
@@ -166,8 +177,11 @@ class Actions:
         context: Mapping[str, str],
         now: Callable[[], datetime],
         batch_key: str | None = None,
+        payload_model: type[BaseModel] | None = None,
     ):
         self._book = book
+        self._payload_model = payload_model
+        self._models: dict[tuple[str | None, type[BaseModel]], BaseModel] | None = None
         self._batch_key = batch_key
         self._prepare = prepare
         self._task = task
@@ -210,6 +224,47 @@ class Actions:
         """
         self._check_own(task)
         self._book.decide(task, failure_decision(error, meta, retry=retry))
+
+    @overload
+    def payload(self, task: Task) -> Any: ...
+
+    @overload
+    def payload(self, task: Task, model: type[M]) -> M: ...
+
+    def payload(self, task: Task, model: type[BaseModel] | None = None) -> Any:
+        """The task's payload as an instance of the executor's ``payload_model``.
+
+        ``add_tasks`` validated the payload against the model and the record carries it as
+        plain JSON; this validates it again into the model (once per task: a second call
+        returns the same instance). Pass ``model`` to name the class for type checkers (or to
+        use one without registering it); without either, the payload is returned as it is.
+
+        Raises:
+            PermanentFailure: the payload does not match the model (a record written by an
+                older producer, say). Raised out of the executor it fails the task for good,
+                since a retry carries the same payload; a batch executor can catch it and
+                ``actions.fail(task, exc)`` that task alone.
+
+        Example:
+            >>> class Email(BaseModel):
+            ...     to: str
+            >>> @app.executor("emails", "send", payload_model=Email)
+            ... async def send(task, actions):
+            ...     email = actions.payload(task, Email)
+            ...     actions.success(task, {"sent_to": email.to})
+        """
+        cls = model or self._payload_model
+        if cls is None:
+            return task.payload
+        key = (task.id, cls)
+        models = self._models
+        if models is None:
+            models = self._models = {}
+        elif key in models:
+            return models[key]
+        value = payload_as(task, cls)
+        models[key] = value
+        return value
 
     def _check_own(self, task: Task) -> None:
         # A single-task executor decides its own task only: deciding a neighbour in the batch

@@ -182,7 +182,9 @@ class Runner:
 
     async def _run_one(self, spec: ExecutorSpec, task: Task, book: BatchBook) -> None:
         ctx = self._context(task)
-        actions = Actions(book, self._prepare, task, ctx, self._now)
+        actions = Actions(
+            book, self._prepare, task, ctx, self._now, payload_model=spec.payload_model
+        )
         if self._events:
             self._events.on_task_started(task)
         if spec.handoff_timeout is None or self.handoff is None:
@@ -203,9 +205,10 @@ class Runner:
         events = self._events if self._events else None
         bind, unbind = log_context.CURRENT.set, log_context.CURRENT.reset
         fn, context, prepare, now = spec.fn, self._context, self._prepare, self._now
+        model = spec.payload_model
         for task in group:
             ctx = context(task)
-            actions = Actions(book, prepare, task, ctx, now)
+            actions = Actions(book, prepare, task, ctx, now, payload_model=model)
             if events is not None:
                 events.on_task_started(task)
             token = bind(ctx)
@@ -250,7 +253,13 @@ class Runner:
             "batch_size": str(len(group)),
         }
         actions = Actions(
-            book, self._prepare, task=None, context=ctx, now=self._now, batch_key=_group_key(group)
+            book,
+            self._prepare,
+            task=None,
+            context=ctx,
+            now=self._now,
+            batch_key=_group_key(group),
+            payload_model=spec.payload_model,
         )
         if self._events:
             for task in group:
