@@ -2,6 +2,7 @@
 
 from tq_aws.app import TaskQueue
 from tq_aws.core.actions import Actions
+from tq_aws.core.flow_results import FlowResults, FlowStepResult
 from tq_aws.core.flows import FlowStatus, Join
 from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.poison import PoisonRecord
@@ -19,7 +20,9 @@ __all__ = [
     "Actions",
     "ConfigurationError",
     "Entity",
+    "FlowResults",
     "FlowStatus",
+    "FlowStepResult",
     "Join",
     "LifecycleListener",
     "PermanentFailure",

@@ -77,6 +77,11 @@ class PermanentFailure(TqError):
         self.meta: dict[str, Any] | None = dict(meta) if meta else None
 
 
+class NotAJoinTaskError(TqError, ValueError):
+    """``FlowResults.from_task`` / ``from_payload`` was given a task that is not a flow's join
+    (its payload has no ``flow_results``)."""
+
+
 class PublishError(TqError):
     """Tasks were accepted (ids assigned, maybe stored) but could not be handed to the transport.
 

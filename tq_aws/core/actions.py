@@ -319,7 +319,9 @@ class Actions:
 
         The join task gets ``{"flow_results": {"flow_id", "steps": [...], "aborted"?,
         "timed_out"?}}`` once every step reached its final outcome, at once when the failure
-        policy aborts, or at ``timeout`` seconds with the results so far.
+        policy aborts, or at ``timeout`` seconds with the results so far. Parse it with
+        ``tq_aws.FlowResults.from_task(task)`` (``.steps``, ``.succeeded``, ``.failed``; each
+        step's ``status`` is ``success`` or ``fail``).
 
         Args:
             steps: ordinary tasks of any ``(queue_id, type)``; step indexes follow this order.
