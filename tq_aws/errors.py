@@ -47,6 +47,23 @@ class ResultNotSerializableError(TqError, TypeError):
     """``actions.success(task, result)`` was given a result that cannot be stored as JSON."""
 
 
+class TaskDataError(TqError, ValueError):
+    """A task's own data kept its outcome from being run or recorded (``fail(meta=...)``
+    holding something that is not JSON, a ``retry_after`` the next attempt's time cannot be
+    computed from, a value a store or the scheduler refuses).
+
+    The engine ends that task ``failed`` with this reason in ``execution_stats["data_error"]``
+    and records the rest of its batch as usual; retrying would change nothing.
+
+    Attributes:
+        task_id: the task at fault.
+    """
+
+    def __init__(self, message: str, *, task_id: str | None = None):
+        super().__init__(message)
+        self.task_id = task_id
+
+
 class DecisionError(TqError, ValueError):
     """An action named a task that is not part of the running batch."""
 
