@@ -95,6 +95,17 @@ async def test_row_round_trip(store: Any) -> None:
     assert await store.for_entity(Entity(id="u-2", type="user")) == []
 
 
+async def test_row_kind_round_trip(store: Any) -> None:
+    """A flow's own row stays a flow row; every other row is a task row."""
+    await store.upsert([row("processing", 1, task_id="f-1", kind="flow"), row("executed", 2)])
+    kinds = {r.task_id: r.kind for r in await store.for_entity(USER)}
+    assert kinds == {"f-1": "flow", "t-1": "task"}
+    await store.upsert([row("executed", 3, task_id="f-1", kind="flow")])
+    assert [(r.kind, r.status) for r in await store.for_entity(USER) if r.task_id == "f-1"] == [
+        ("flow", "executed")
+    ]
+
+
 @pytest.mark.parametrize("one_call", [False, True], ids=["call-per-row", "one-call"])
 async def test_every_order_of_scheduled_processing_terminal_ends_terminal(
     store: Any, one_call: bool

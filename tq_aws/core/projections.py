@@ -8,7 +8,7 @@ first terminal status of a task stays.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,6 +24,7 @@ RANKS: dict[str, int] = {
     "cancelled": 2,
 }
 TERMINAL_RANK = 2
+RowKind = Literal["task", "flow"]
 PROJECTION_STATUSES = tuple(RANKS)
 
 
@@ -47,6 +48,10 @@ class ProjectionRow(BaseModel):
     payload: Any = None
     created_at: datetime
     updated_at: datetime
+    kind: RowKind = "task"
+    """``task``: the row of one task. ``flow``: the flow's own row (``task_id`` is the flow id,
+    ``task_type``/``queue_id`` where its join goes, the status the flow's): a flow started
+    with ``entity=``."""
 
     @property
     def entity(self) -> Entity:

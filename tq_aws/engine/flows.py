@@ -236,4 +236,5 @@ def _flow_row(
         result=result,
         created_at=record.started_at,
         updated_at=now,
+        kind="flow",
     )

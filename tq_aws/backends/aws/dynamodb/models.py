@@ -186,6 +186,9 @@ def table_models(table: str, settings: AwsSettings) -> TableModels:
         status=UnicodeAttribute(),
         rank=NumberAttribute(),
         version=NumberAttribute(),
+        # ``task`` or ``flow`` (ProjectionRow.kind), beside the doc rather than in it: readers
+        # of an older release refuse a row document with a key they do not know.
+        kind=UnicodeAttribute(null=True),
         doc=UnicodeAttribute(),
         blobs=UnicodeSetAttribute(null=True),
     )

@@ -16,6 +16,8 @@ from tq_aws.core.task import Entity
 logger = logging.getLogger(__name__)
 
 LARGE_FIELDS = ("result", "payload")
+ROW_ATTRIBUTES = {"kind"}
+"""Row fields kept as item attributes only, not in the row's JSON ``doc``."""
 
 
 class DynamoProjectionStore(DynamoStore):
@@ -72,7 +74,7 @@ class DynamoProjectionStore(DynamoStore):
         pk = entity_pk(row.entity_type, row.entity_id)
         sk = projection_sk(row.task_id)
         doc, blobs = await self._pack(
-            row.model_dump_json(),
+            row.model_dump_json(exclude=ROW_ATTRIBUTES),
             LARGE_FIELDS,
             blob_key=f"projections/{row.entity_type}/{row.entity_id}/{row.task_id}",
             item_key=f"{pk} {sk}",
@@ -83,6 +85,7 @@ class DynamoProjectionStore(DynamoStore):
             status=row.status,
             rank=row.rank,
             version=row.version,
+            kind=row.kind,
             doc=doc,
             blobs=blobs,
             ttl=expiry(self.ttl_days, row.updated_at),
@@ -90,4 +93,6 @@ class DynamoProjectionStore(DynamoStore):
 
     async def _decode(self, raw: dict[str, Any]) -> ProjectionRow:
         item = self.models.projection.from_raw_data(raw)
-        return ProjectionRow.model_validate(await self._unpack(item))
+        data = await self._unpack(item)
+        data["kind"] = item.kind or "task"  # rows written before ``kind`` are task rows
+        return ProjectionRow.model_validate(data)
