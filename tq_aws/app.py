@@ -4,6 +4,7 @@ entry points (``lambda_handler``). Everything it runs is the ``Engine``'s."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -19,11 +20,17 @@ from tq_aws.backends.memory import (
     MemoryTaskStore,
     MemoryTransport,
 )
+from tq_aws.core.blocking import DEFAULT_SLOW_CALLBACK_DURATION
 from tq_aws.core.claim_check import DEFAULT_RESULT_LIMIT
 from tq_aws.core.executors import ExecutorKind, PartitionKeyFn, make_spec
 from tq_aws.core.lifecycle import LifecycleListener
 from tq_aws.core.retry import DEFAULT_RETRY_AFTER
-from tq_aws.engine.context import EngineSettings
+from tq_aws.engine.context import (
+    DEFAULT_MAX_DELIVERIES,
+    UNSET,
+    EngineSettings,
+    max_deliveries_from_env,
+)
 from tq_aws.engine.engine import Engine
 from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.errors import ConfigurationError
@@ -62,6 +69,14 @@ class TaskQueue(Engine):
             one projection write less. A task that fails and will retry still shows
             ``processing``. 0 (default) writes it before the task runs.
         include_payload: copy task payloads into projection rows.
+        slow_callback_duration: seconds one step of an ``async def`` executor may hold the
+            event loop (a blocking call inside it) before a WARNING names the executor and
+            how long it blocked, as asyncio's debug mode does (default 0.1; ``None``: not
+            timed).
+        max_deliveries: a record whose batch could not be recorded this many times (for a
+            reason other than throttling, timeouts or connections) is parked in the poison
+            store, so its key moves on (default 10; ``None``: never park, retry forever).
+            ``TaskQueue.from_env`` reads ``TQ_MAX_DELIVERIES``.
         worker_id: bound into every log context; defaults to ``<host>-<pid>-<ms>``.
         async_tasks: the ``AsyncTaskManager`` for executors with ``handoff_timeout``.
 
@@ -91,6 +106,8 @@ class TaskQueue(Engine):
         processing_grace: float = 0.0,
         async_tasks: AsyncTaskManager | None = None,
         include_payload: bool = False,
+        slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK_DURATION,
+        max_deliveries: int | None = DEFAULT_MAX_DELIVERIES,
         worker_id: str | None = None,
         ports: Ports | None = None,
         resources: Resources | None = None,
@@ -100,6 +117,8 @@ class TaskQueue(Engine):
             result_limit=result_limit,
             processing_grace=processing_grace,
             include_payload=include_payload,
+            slow_callback_duration=slow_callback_duration,
+            max_deliveries=max_deliveries,
         )
         if ports is None:
             transport = transport or MemoryTransport()
@@ -208,11 +227,16 @@ class TaskQueue(Engine):
         CDK templates set): ``TQ_STREAM``, ``TQ_QUEUE_URL``, ``TQ_SQS_QUEUES`` (JSON object or
         comma-separated ids), ``TQ_TABLE``, ``TQ_BUCKET``, ``TQ_SCHEDULER_GROUP``,
         ``TQ_SCHEDULER_ROLE_ARN``, ``TQ_SCHEDULER_DLQ_ARN``, ``TQ_REGION`` (else
-        ``AWS_REGION``), ``TQ_ENDPOINT_URL``.
+        ``AWS_REGION``), ``TQ_ENDPOINT_URL``; and on every backend ``TQ_MAX_DELIVERIES`` (a
+        whole number, or ``none`` never to park) unless ``max_deliveries`` is given.
         With none of ``TQ_STREAM``, ``TQ_QUEUE_URL`` or a ``TQ_SQS_QUEUES`` mapping set: the
         embedded default."""
         from tq_aws.backends.aws.factory import settings_from_env
 
+        if "max_deliveries" not in options:
+            bound = max_deliveries_from_env(os.environ)
+            if bound is not UNSET:
+                options["max_deliveries"] = bound
         config = settings_from_env()
         if config is None:
             return cls(clock=clock, **options)

@@ -54,6 +54,9 @@ class Delivery:
     partition_key: str | None = None
     token: Any = None
     """Backend-specific handle used to acknowledge the record."""
+    deliveries: int | None = None
+    """How many times the source has delivered this record, this time included, when it says
+    (SQS ``ApproximateReceiveCount``); ``None`` when it does not (Kinesis)."""
 
     @classmethod
     def decode(
@@ -64,10 +67,11 @@ class Delivery:
         *,
         partition_key: str | None = None,
         token: Any = None,
+        deliveries: int | None = None,
     ) -> Delivery:
         """The delivery of a received record: its task decoded, or the codec error kept in
         ``error`` (a poison record) so that it never stops the records behind it."""
-        delivery = cls(queue_id, data, position, None, None, partition_key, token)
+        delivery = cls(queue_id, data, position, None, None, partition_key, token, deliveries)
         try:
             delivery.task = decode_task(data)
         except CodecError as exc:
@@ -234,6 +238,14 @@ class PoisonStore(Protocol):
 
     async def recent(self, limit: int = 100) -> list[PoisonRecord]:
         """The most recently first seen records, newest first, at most ``limit``."""
+        ...
+
+    async def count_failures(
+        self, positions: Sequence[tuple[str, str]], *, token: str
+    ) -> list[int]:
+        """Count one more failed delivery of each ``(queue_id, position)`` and return each
+        one's count so far (this one included). ``token`` names this failure: a repeat with
+        the same token counts nothing more (safe to repeat)."""
         ...
 
 

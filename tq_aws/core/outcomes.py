@@ -10,11 +10,14 @@ their crash-safe order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import pydantic_core
+
+from tq_aws.core.actions import Decision
 from tq_aws.core.flows import FlowStart, StepResult, flow_meta
 from tq_aws.core.retry import DEFAULT_RETRY_AFTER, RetryPlan, plan_retry
 from tq_aws.core.runner import BatchOutcome
@@ -22,6 +25,10 @@ from tq_aws.core.task import Task, TaskStatus
 
 PERMANENT_KEY = "permanent_failure"
 """``execution_stats`` key set on a task failed for good before its retries ran out."""
+
+DATA_ERROR_KEY = "data_error"
+"""``execution_stats`` key set on a task ended ``failed`` because its own data could not be run
+or recorded (``tq_aws.errors.TaskDataError``); ``last_error`` says the same."""
 
 ProjectionItem = tuple[Task, str, str | None, object]
 """One projection row to write: ``(task, status, error, result)``."""
@@ -114,12 +121,18 @@ def plan_writes(
     now: datetime,
     result_limit: int,
     events: bool,
+    ended: Mapping[str, str] | None = None,
 ) -> BatchWrites:
     """Classify every outcome of a batch and return the writes they imply.
 
     ``expired`` are tasks admission set aside past their ``expires_at``; ``pending_processing``
     the first attempts whose ``processing`` row was not written within the grace; ``events``
-    whether lifecycle listeners are registered (every success then gets its executed copy)."""
+    whether lifecycle listeners are registered (every success then gets its executed copy);
+    ``ended`` task ids whose outcome could not be recorded because of their own data, with
+    the reason: each ends ``failed`` for good instead (``data_failure``).
+
+    A failure whose own data cannot be recorded (``meta`` that is not JSON, a next attempt
+    whose time cannot be computed) ends that task the same way, here, without raising."""
     plan = BatchWrites(now, children=list(outcome.batch_children), starts=list(outcome.batch_flows))
     successes, finals, retries, children, starts = (
         plan.successes,
@@ -131,6 +144,9 @@ def plan_writes(
     plain_successes = 0
     for o in outcome.outcomes:
         task = o.task
+        if ended and task.id in ended:
+            finals.append(data_failure(task, ended[task.id or ""], o.decision, now))
+            continue
         if o.handed_off:
             plan.handoffs.append(_handed_off_copy(task, now))
             continue
@@ -181,21 +197,33 @@ def plan_writes(
         if decision.stack is not None:
             stats["last_error_stack"] = decision.stack
         if decision.meta:
+            problem = _not_json(decision.meta)
+            if problem is not None:
+                reason = f"fail(meta=...) holds a value that is not JSON: {problem}"
+                finals.append(data_failure(task, reason, decision, now))
+                continue
             stats.update(decision.meta)
             # the framework's counter is not the executor's to change: it bounds retries
             stats["retry_count"] = task.retry_count
         failed = task.copy_with(**{"execution_stats": stats, "updated_at": now})
         spec = o.spec
-        retry = (
-            plan_retry(
-                failed,
-                executor_retries=spec.retries if spec else 0,
-                executor_retry_after=spec.retry_after if spec else DEFAULT_RETRY_AFTER,
-                now=now,
+        retry_after = spec.retry_after if spec else DEFAULT_RETRY_AFTER
+        try:
+            retry = (
+                plan_retry(
+                    failed,
+                    executor_retries=spec.retries if spec else 0,
+                    executor_retry_after=retry_after,
+                    now=now,
+                )
+                if decision.retry
+                else None  # failed for good (PermanentFailure, fail(retry=False)): as if exhausted
             )
-            if decision.retry
-            else None  # failed for good (PermanentFailure, fail(retry=False)): as if exhausted
-        )
+        except (ValueError, OverflowError, TypeError) as exc:  # e.g. retry_after=NaN
+            base = task.retry_after if task.retry_after is not None else retry_after
+            reason = f"the next attempt's time cannot be computed from retry_after={base!r}: {exc}"
+            finals.append(data_failure(task, reason, decision, now))
+            continue
         if retry is None:
             final_stats = {**stats, "failed_at": now.isoformat()}
             if not decision.retry:
@@ -226,6 +254,38 @@ def plan_writes(
         retrying = {p.task.id for p in retries}
         plan.processing = [t for t in pending_processing if t.id in retrying]
     return plan
+
+
+def data_failure(task: Task, reason: str, decision: Decision | None, now: datetime) -> Task:
+    """The final ``failed`` copy of a task ended by its own data: ``reason`` in ``last_error``
+    and ``data_error``, the executor's own error (if it failed) in ``executor_error``. What the
+    outcome held (``meta``, a result, children, flows) is left out: it may be what failed."""
+    stats = {
+        **task.execution_stats,
+        "last_error": reason,
+        DATA_ERROR_KEY: reason,
+        "failed_at": now.isoformat(),
+    }
+    if decision is not None and decision.kind == "fail" and decision.error is not None:
+        stats["executor_error"] = decision.error
+    return task.copy_with(
+        **{
+            "status": TaskStatus.FAILED,
+            "updated_at": now,
+            "execution_stats": stats,
+            "execution_result": None,
+            "processing_started_at": task.processing_started_at,
+        }
+    )
+
+
+def _not_json(value: Any) -> str | None:
+    """Why ``value`` cannot be stored as JSON (as the codec writes it), or ``None``."""
+    try:
+        pydantic_core.to_json(value)
+    except (ValueError, TypeError, RecursionError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 def _handed_off_copy(task: Task, now: datetime) -> Task:

@@ -4,6 +4,12 @@ sentinel tasks), the ``processing`` rows, the run, then the recording of its out
 Recording (``tq_aws.engine.recording``, planned by ``tq_aws.core.outcomes``) writes in the order
 that makes a crash at any point safe to redeliver; its docstring gives that order. The caller
 acknowledges the batch once ``process`` returns.
+
+Parking: a record is set aside in the poison store with its bytes, the reason and the exception
+(an operator redrives it after a fix) when its task could not be recorded even as failed, for
+its own data (``unrecordable``), or when its batch failed to record ``max_deliveries`` times
+for a reason that is not a passing fault (``max_deliveries``, ``settle_unrecorded``: the
+runtimes call it when ``process`` raised). Either way its key moves on.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from tq_aws.core.codec import encode_task
+from tq_aws.core.error_kinds import ErrorKind, describe, error_kind
 from tq_aws.core.flows import TIMEOUT_TYPE, flow_meta
 from tq_aws.core.outcomes import terminal_row
 from tq_aws.core.poison import PoisonRecord
@@ -25,11 +33,17 @@ from tq_aws.engine.dispatch import Dispatcher, scheduled
 from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.handoff import AsyncTaskManager, HandoffHook
 from tq_aws.engine.recording import OutcomeRecorder
+from tq_aws.ids import new_id
 from tq_aws.ports import ClaimState, Delivery
 
 logger = logging.getLogger(__name__)
 
 EARLY_TOLERANCE = timedelta(milliseconds=1)
+
+UNRECORDABLE = "unrecordable"
+"""Poison reason: the task's outcome could not be recorded even as failed (its own data)."""
+MAX_DELIVERIES = "max_deliveries"
+"""Poison reason: the record's batch could not be recorded in ``max_deliveries`` deliveries."""
 
 
 class BatchProcessor:
@@ -56,6 +70,9 @@ class BatchProcessor:
         self._events = context.events
         self._stats = context.stats
         self._processing_grace = context.settings.processing_grace
+        self.max_deliveries = context.settings.max_deliveries
+        """Deliveries after which a record that could not be recorded is parked (``None``:
+        never)."""
         self._recorder = OutcomeRecorder(
             context, dispatcher=dispatcher, flows=flows, async_tasks=async_tasks
         )
@@ -101,11 +118,100 @@ class BatchProcessor:
             else:
                 late.cancel()
                 pending_processing = first_attempts
-        succeeded, failed = await self._recorder.record(outcome, expired, pending_processing)
+        recorded = await self._recorder.record(outcome, expired, pending_processing)
+        if recorded.unrecordable:
+            await self._park_unrecordable(deliveries, recorded.unrecordable, now)
         self._stats.batches += 1
         if self._events:
             self._events.on_batch_completed(
-                queue_id, len(tasks), succeeded, failed, time.perf_counter() - started
+                queue_id,
+                len(tasks),
+                recorded.succeeded,
+                recorded.failed,
+                time.perf_counter() - started,
+            )
+
+    async def settle_unrecorded(
+        self, deliveries: Sequence[Delivery], error: BaseException
+    ) -> list[Delivery]:
+        """``process`` raised ``error`` for ``deliveries``: park, and return, the records that
+        have now failed ``max_deliveries`` deliveries; the caller acknowledges those and gives
+        the others back.
+
+        A passing fault (``ErrorKind.TRANSIENT``: throttling, timeouts, connections) counts
+        nothing, so an outage parks nothing. A source that counts deliveries (SQS
+        ``ApproximateReceiveCount``, ``Delivery.deliveries``) is taken at its word; for the
+        others (Kinesis) the poison store counts the failed deliveries of each position.
+        Raises when the count or the poison store write fails: then nothing is parked."""
+        bound = self.max_deliveries
+        decoded = [d for d in deliveries if d.task is not None]
+        if bound is None or not decoded or error_kind(error) is ErrorKind.TRANSIENT:
+            return []
+        uncounted = [d for d in decoded if d.deliveries is None]
+        counted: dict[int, int] = {id(d): d.deliveries or 0 for d in decoded if d.deliveries}
+        if uncounted:
+            counts = await self._poison_store.count_failures(
+                [(d.queue_id, d.position) for d in uncounted], token=new_id()
+            )
+            counted.update((id(d), n) for d, n in zip(uncounted, counts, strict=True))
+        due = [d for d in decoded if counted.get(id(d), 0) >= bound]
+        if not due:
+            return []
+        now = self._clock.now()
+        await self._keep(
+            [
+                self._parked(
+                    d,
+                    MAX_DELIVERIES,
+                    f"not recorded in {counted[id(d)]} deliveries (max_deliveries={bound}); "
+                    f"last error: {describe(error)}",
+                    now,
+                )
+                for d in due
+            ]
+        )
+        return due
+
+    async def _park_unrecordable(
+        self,
+        deliveries: Sequence[Delivery],
+        unrecordable: Sequence[tuple[Task, BaseException]],
+        now: datetime,
+    ) -> None:
+        """Park the records of tasks whose outcome could not be recorded even as failed."""
+        by_id: dict[str, Delivery] = {}
+        for d in deliveries:
+            if d.task is not None:
+                by_id.setdefault(d.task.id or "", d)
+        records = []
+        for task, exc in unrecordable:
+            error = f"the task's outcome could not be recorded: {describe(exc)}"
+            delivery = by_id.get(task.id or "")
+            if delivery is None:  # a child of a batch executor: no record of its own yet
+                delivery = Delivery(task.queue_id, _task_bytes(task), f"task/{task.id}", task)
+            records.append(self._parked(delivery, UNRECORDABLE, error, now))
+        await self._keep(records)
+
+    def _parked(self, delivery: Delivery, reason: str, error: str, now: datetime) -> PoisonRecord:
+        return PoisonRecord(
+            queue_id=delivery.queue_id,
+            position=delivery.position,
+            reason=reason,
+            error=error,
+            data=delivery.data,
+            seen_at=now,
+        )
+
+    async def _keep(self, records: list[PoisonRecord]) -> None:
+        await self._poison_store.record(records)
+        self.poison.extend(records)
+        self._stats.poison += len(records)
+        for record in records:
+            logger.error(
+                "record at %s parked in the poison store (%s): %s",
+                record.position,
+                record.reason,
+                record.error,
             )
 
     async def _late_processing(self, tasks: list[Task], now: datetime) -> None:
@@ -208,3 +314,11 @@ class BatchProcessor:
     async def _with_payload(self, task: Task) -> Task:
         payload = await blobs.resolve(self._blobs, task.payload)
         return task.copy_with(**{"payload": payload})
+
+
+def _task_bytes(task: Task) -> bytes:
+    """The record of ``task`` as the codec writes it, or its JSON as far as it goes."""
+    try:
+        return encode_task(task)
+    except Exception:  # what could not be written: keep what can be
+        return task.model_dump_json(fallback=repr).encode()

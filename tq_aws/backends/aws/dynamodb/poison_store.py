@@ -1,4 +1,5 @@
-"""PoisonStore on DynamoDB: one item per (day first seen, source and position)."""
+"""PoisonStore on DynamoDB: one item per (day first seen, source and position), and one
+counter of failed deliveries per source and position."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ import pydantic_core
 
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb.base import DEFAULT_ITEM_LIMIT, DynamoStore
-from tq_aws.backends.aws.dynamodb.calls import gather_all
+from tq_aws.backends.aws.dynamodb.calls import gather_all, in_thread
 from tq_aws.backends.aws.dynamodb.items import expiry
-from tq_aws.backends.aws.dynamodb.models import poison_pk
-from tq_aws.core.poison import PoisonRecord
+from tq_aws.backends.aws.dynamodb.models import TTL_ATTRIBUTE, ConditionFailed, poison_pk
+from tq_aws.core.poison import PoisonRecord, poison_key
 from tq_aws.ports import BlobStore
 
 logger = logging.getLogger(__name__)
@@ -23,6 +24,11 @@ logger = logging.getLogger(__name__)
 LARGE_FIELDS = ("data",)
 DEFAULT_WINDOW_DAYS = 14
 """How far back ``recent`` looks when items never expire (``ttl_days=None``)."""
+DELIVERY_PREFIX = "DELIVERY#"
+DELIVERY_SK = "DELIVERY"
+COUNTER_TTL_DAYS = 8.0
+"""Failed-delivery counters outlive a Kinesis stream's default retention (1 day) and the
+longest SQS retention (14 days is not needed: SQS counts its own receives)."""
 
 
 class DynamoPoisonStore(DynamoStore):
@@ -99,6 +105,45 @@ class DynamoPoisonStore(DynamoStore):
                 break
         ordered = sorted(found.values(), key=lambda r: (r.seen_at, r.key), reverse=True)
         return ordered[:limit]
+
+    async def count_failures(
+        self, positions: Sequence[tuple[str, str]], *, token: str
+    ) -> list[int]:
+        """Count one more failed delivery of each ``(queue_id, position)`` (item
+        ``DELIVERY#<poison key>``/``DELIVERY``, one conditional ``UpdateItem`` each) and return
+        each count so far. The write only applies when the item's last token is not ``token``,
+        so a repeated call (a lost answer sent again) counts once."""
+        return await gather_all(self._count(q, p, token) for q, p in positions)
+
+    async def _count(self, queue_id: str, position: str, token: str) -> int:
+        ttl = expiry(self.ttl_days if self.ttl_days is not None else COUNTER_TTL_DAYS)
+        values: dict[str, Any] = {":one": {"N": "1"}, ":zero": {"N": "0"}, ":token": {"S": token}}
+        update = "SET #n = if_not_exists(#n, :zero) + :one, #t = :token"
+        names = {"#n": "failures", "#t": "last_token"}
+        if ttl is not None:
+            update += ", #ttl = :ttl"
+            names["#ttl"] = TTL_ATTRIBUTE
+            values[":ttl"] = {"N": str(int(ttl.timestamp()))}
+        kwargs = {
+            "TableName": self.table,
+            "Key": {
+                "pk": {"S": DELIVERY_PREFIX + poison_key(queue_id, position)},
+                "sk": {"S": DELIVERY_SK},
+            },
+            "UpdateExpression": update,
+            "ConditionExpression": "attribute_not_exists(#t) OR #t <> :token",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValues": "ALL_NEW",
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        self.requests["UpdateItem"] += 1
+        try:
+            data = await in_thread(self.models.execute, "UpdateItem", kwargs)
+        except ConditionFailed as failed:  # this failure was counted already
+            return int((failed.old or {}).get("failures", {}).get("N", "1"))
+        self.writes += 1
+        return int(data["Attributes"]["failures"]["N"])
 
     async def _day(self, day: date) -> list[PoisonRecord]:
         raws = await self._query(poison_pk(day), sk_prefix=None)
