@@ -25,6 +25,7 @@ from tq_aws.core.actions import (
     PrepareFn,
     failure_decision,
 )
+from tq_aws.core.blocking import DEFAULT_SLOW_CALLBACK_DURATION, run_timed
 from tq_aws.core.executors import ExecutorKind, ExecutorRegistry, ExecutorSpec
 from tq_aws.core.flows import FlowStart
 from tq_aws.core.lifecycle import LifecycleBus
@@ -65,7 +66,9 @@ HandoffHook = Callable[[ExecutorSpec, Task, "asyncio.Task[None]", BatchBook], bo
 
 
 class Runner:
-    """Runs batches against a registry. ``worker_id`` is bound into every log context."""
+    """Runs batches against a registry. ``worker_id`` is bound into every log context; a step
+    of an async executor holding the event loop over ``slow_callback_duration`` seconds is
+    logged (``None``: not timed)."""
 
     def __init__(
         self,
@@ -75,8 +78,10 @@ class Runner:
         worker_id: str,
         now: Callable[[], datetime],
         events: LifecycleBus | None = None,
+        slow_callback_duration: float | None = DEFAULT_SLOW_CALLBACK_DURATION,
     ):
         self._registry = registry
+        self._slow = slow_callback_duration
         self._prepare = prepare
         self._worker_id = worker_id
         self._now = now
@@ -232,7 +237,12 @@ class Runner:
         token = log_context.bind(ctx)
         try:
             if spec.is_async:
-                await spec.fn(task, actions)
+                if self._slow is None:
+                    await spec.fn(task, actions)
+                else:
+                    await run_timed(
+                        spec.fn(task, actions), self._slow, spec.queue_id, spec.type, task.id
+                    )
             elif spec.kind is ExecutorKind.PARALLEL or spec.handoff_timeout is not None:
                 # in a thread, so the loop stays free (and can hand a long one off)
                 await asyncio.to_thread(spec.fn, task, actions)
@@ -267,7 +277,16 @@ class Runner:
         try:
             with log_context.bound(ctx):
                 if spec.is_async:
-                    await _as_awaitable(spec.fn(list(group), actions))
+                    if self._slow is None:
+                        await _as_awaitable(spec.fn(list(group), actions))
+                    else:
+                        await run_timed(
+                            spec.fn(list(group), actions),
+                            self._slow,
+                            spec.queue_id,
+                            spec.type,
+                            None,
+                        )
                 else:
                     returned = spec.fn(list(group), actions)
                     if returned is not None and inspect.isawaitable(returned):

@@ -114,6 +114,7 @@ class Engine:
             worker_id=self.worker_id,
             now=self.clock.now,
             events=self.events,
+            slow_callback_duration=self.settings.slow_callback_duration,
         )
         self.flows = FlowCoordinator(context, self._dispatcher)
         self.processor = BatchProcessor(
