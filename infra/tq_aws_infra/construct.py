@@ -617,7 +617,18 @@ class TqAws(Construct):
                 "ecs-tasks.amazonaws.com",
                 conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
             ),
-            inline_policies={"worker": iam.PolicyDocument(statements=self._worker_statements())},
+            inline_policies={
+                "worker": iam.PolicyDocument(
+                    statements=[
+                        *self._worker_statements(),
+                        iam.PolicyStatement(  # the shard leases, read 100 at a time
+                            sid="Leases",
+                            actions=["dynamodb:BatchGetItem"],
+                            resources=self._table_resources(),
+                        ),
+                    ]
+                )
+            },
         )
         task_definition = self.ecs_task_definition = ecs.FargateTaskDefinition(
             self,

@@ -22,6 +22,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from tests.infra.aws_calls import api_calls, needed_actions
 from tests.infra.conftest import sam_transform
 from tests.infra.templates import Template
 from tests.support.aws import REGION, unique
@@ -222,7 +223,9 @@ async def flow_of(task_id: str) -> Any:
         await reader.aclose()
 
 
-def test_a_flow_completes_on_the_templates_resources(deployed: dict[str, str]) -> None:
+def test_a_flow_completes_on_the_templates_resources(
+    deployed: dict[str, str], transformed: Template
+) -> None:
     import lambdas.worker
 
     endpoint = os.environ["TQ_ENDPOINT_URL"]
@@ -235,19 +238,24 @@ def test_a_flow_completes_on_the_templates_resources(deployed: dict[str, str]) -
     order_id = asyncio.run(add_order(["a", "b", "c"]))
     iterators: dict[str, str] = {}
     invocations = {"kinesis": 0, "sqs": 0}
+    worker_calls: set[str] = set()
     for _ in range(20):
         idle = True
         for event in kinesis_events(kinesis, deployed["TQ_STREAM"], iterators):
             idle = False
             invocations["kinesis"] += 1
-            response = lambdas.worker.handler(event, Context())
+            with api_calls() as calls:
+                response = lambdas.worker.handler(event, Context())
+            worker_calls |= calls
             assert response == {"batchItemFailures": []}
         received = sqs_event(sqs, deployed["TQ_QUEUE_URL"])
         if received is not None:
             idle = False
             invocations["sqs"] += 1
             event, handles = received
-            response = lambdas.worker.handler(event, Context())
+            with api_calls() as calls:
+                response = lambdas.worker.handler(event, Context())
+            worker_calls |= calls
             assert response == {"batchItemFailures": []}
             for handle in handles.values():  # Lambda deletes what was not reported
                 sqs.delete_message(QueueUrl=deployed["TQ_QUEUE_URL"], ReceiptHandle=handle)
@@ -258,3 +266,11 @@ def test_a_flow_completes_on_the_templates_resources(deployed: dict[str, str]) -
     flow = asyncio.run(flow_of(order_id))
     assert flow.state == "joined", flow
     assert flow.total == 3
+
+    # every call the worker made is one its role grants
+    worker, _ = transformed.function("worker.handler")
+    role = transformed.role_name_of(transformed.raw(worker)["Properties"]["Role"])
+    granted = transformed.actions(role)
+    needed = needed_actions(worker_calls)
+    assert {"dynamodb:PutItem", "kinesis:PutRecords"} <= needed, worker_calls
+    assert needed <= granted, sorted(needed - granted)
