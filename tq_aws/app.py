@@ -23,7 +23,7 @@ from tq_aws.backends.memory import (
 from tq_aws.core.blocking import DEFAULT_SLOW_CALLBACK_DURATION
 from tq_aws.core.claim_check import DEFAULT_RESULT_LIMIT
 from tq_aws.core.executors import ExecutorKind, PartitionKeyFn, make_spec
-from tq_aws.core.lifecycle import LifecycleListener
+from tq_aws.core.lifecycle import LifecycleListener, LifecycleMode
 from tq_aws.core.retry import DEFAULT_RETRY_AFTER
 from tq_aws.engine.context import (
     DEFAULT_MAX_DELIVERIES,
@@ -334,9 +334,16 @@ class TaskQueue(Engine):
 
         return register
 
-    def add_listener(self, listener: LifecycleListener) -> None:
-        """Receive lifecycle events (see ``tq_aws.LifecycleListener``)."""
-        self.events.listeners.append(listener)
+    def add_listener(
+        self, listener: LifecycleListener | object, *, mode: LifecycleMode = "async"
+    ) -> None:
+        """Send lifecycle events to ``listener``: any object with some ``on_<event>`` methods,
+        plain or ``async def`` (``tq_aws.LifecycleListener`` names them; the events are in
+        ``tq_aws.core.lifecycle.events``). By default an ``async def`` method runs in the
+        background; ``mode="sync"`` awaits it before the engine goes on. A listener that
+        raises never disturbs processing (``app.events.failures`` counts it). Adding the
+        same object twice adds it once."""
+        self.events.add(listener, mode=mode)
 
     def lambda_handler(self, **options: Any) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
         """The AWS Lambda entry point: ``handler(event, context)`` runs the event of a Kinesis

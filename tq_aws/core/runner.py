@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import inspect
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -190,8 +191,9 @@ class Runner:
         actions = Actions(
             book, self._prepare, task, ctx, self._now, payload_model=spec.payload_model
         )
-        if self._events:
-            self._events.on_task_started(task)
+        events = self._events
+        if events is not None and events.tracks_starts:
+            await events.task_started(task)
         if spec.handoff_timeout is None or self.handoff is None:
             await self._invoke(spec, task, actions, ctx, book)
             return
@@ -207,7 +209,7 @@ class Runner:
     ) -> None:
         """``_run_one`` for a plain sequential executor without hand-off: the common case,
         called directly rather than through a coroutine per task."""
-        events = self._events if self._events else None
+        events = self._events if self._events is not None and self._events.tracks_starts else None
         bind, unbind = log_context.CURRENT.set, log_context.CURRENT.reset
         fn, context, prepare, now = spec.fn, self._context, self._prepare, self._now
         model = spec.payload_model
@@ -215,7 +217,7 @@ class Runner:
             ctx = context(task)
             actions = Actions(book, prepare, task, ctx, now, payload_model=model)
             if events is not None:
-                events.on_task_started(task)
+                await events.task_started(task)
             token = bind(ctx)
             try:
                 returned = fn(task, actions)
@@ -271,9 +273,13 @@ class Runner:
             batch_key=_group_key(group),
             payload_model=spec.payload_model,
         )
-        if self._events:
-            for task in group:
-                self._events.on_task_started(task)
+        events = self._events
+        if events is not None:
+            if events.tracks_starts:
+                for task in group:
+                    await events.task_started(task)
+            await events.task_batch_started(spec.queue_id, spec.type, group)
+        began = time.perf_counter()
         try:
             with log_context.bound(ctx):
                 if spec.is_async:
@@ -293,6 +299,15 @@ class Runner:
                         await returned
         except Exception as exc:
             self._fail_pending(book, group, exc)
+        if events is not None and events.wants("task_batch_completed"):
+            decisions = book.decisions
+            succeeded = [
+                tid
+                for t in group
+                if (d := decisions.get(tid := t.id or "")) is not None and d.kind == "success"
+            ]
+            ms = (time.perf_counter() - began) * 1000.0
+            await events.task_batch_completed(spec.queue_id, spec.type, group, succeeded, ms)
 
     @staticmethod
     def _fail_pending(book: BatchBook, tasks: Sequence[Task], exc: Exception) -> None:

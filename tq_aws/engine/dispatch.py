@@ -78,9 +78,7 @@ class Dispatcher:
         if future:
             await self._scheduler.schedule([scheduled(t, now) for t in future])
         self._stats.added += len(tasks)
-        if self._events:
-            for task in tasks:
-                self._events.on_task_scheduled(task)
+        await self._events.task_scheduled(tasks)
 
     def prepare_internal(self, task: Task) -> Task:
         """Prepare a task the framework built (a join): defaults and partition key, no
@@ -101,8 +99,7 @@ class Dispatcher:
         if (await self._store.create([record]))[0]:
             await self.project([record], "scheduled", self._clock.now())
             self._stats.added += 1
-            if self._events:
-                self._events.on_task_scheduled(record)
+            await self._events.task_scheduled([record])
             return True, record
         existing = await self._store.get(task.id or "")
         return False, existing if existing is not None else record

@@ -21,7 +21,7 @@ from tq_aws.core import log_context
 from tq_aws.core.claim_check import is_blob_ref
 from tq_aws.core.executors import ExecutorRegistry
 from tq_aws.core.flows import FlowStatus
-from tq_aws.core.lifecycle import LifecycleBus
+from tq_aws.core.lifecycle import CONSUMER, FailureLog, LifecycleBus
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import ProjectionRow, build_row
@@ -34,6 +34,7 @@ from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.engine.processor import BatchProcessor
 from tq_aws.engine.stats import Stats
+from tq_aws.engine.worker_events import DEFAULT_HEARTBEAT_SECONDS, WorkerLifecycle, stop_reason
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import (
     BlobStore,
@@ -51,6 +52,9 @@ from tq_aws.ports import (
 )
 
 logger = logging.getLogger(__name__)
+
+LOCAL_CONSUMER = "local"
+"""The consumer id (and source name) of ``run_worker``'s polling of the app's source."""
 
 
 def default_worker_id() -> str:
@@ -83,6 +87,8 @@ class Engine:
         self.worker_id = worker_id or default_worker_id()
         self.registry = ExecutorRegistry()
         self.events = LifecycleBus()
+        """The lifecycle providers (``add_listener``) and what they cost: ``failures``."""
+        self.events.add(FailureLog(), builtin=True)
         self.stats = Stats()
         self.async_tasks = async_tasks or AsyncTaskManager()
         self.resources: Resources | None = resources
@@ -106,6 +112,12 @@ class Engine:
         self.blob_store: BlobStore = ports.blob_store
         self.poison_store: PoisonStore = ports.poison_store
         self.source: PollingSource | None = ports.source
+        self.events.bind(
+            worker_id=self.worker_id,
+            now=self.clock.now,
+            registry=self.registry,
+            include_payload=self.settings.include_payload,
+        )
         context = EngineContext(ports, self.registry, self.events, self.stats, self.settings)
         self._dispatcher = Dispatcher(context)
         self._runner = Runner(
@@ -229,8 +241,7 @@ class Engine:
         if build_row(task, "cancelled", now) is not None:
             await self._dispatcher.project([task], "cancelled", now)
         self.stats.cancelled += 1
-        if self.events:
-            self.events.on_task_cancelled(task)
+        await self.events.task_cancelled(task)
         return True
 
     def next_due(self) -> datetime | None:
@@ -278,6 +289,8 @@ class Engine:
                 if self.async_tasks.active:  # handed-off tasks may still add work
                     await self.async_tasks.wait_any()
                     continue
+                if self.events.pending:  # the background work of async providers
+                    await self.events.drain()
                 return batches
             try:
                 await self.processor.process(deliveries)
@@ -287,9 +300,36 @@ class Engine:
             await source.ack(deliveries)
             batches += 1
 
-    async def run_worker(self, stop: asyncio.Event, *, idle_sleep: float = 0.05) -> None:
-        """Run until ``stop`` is set: batches as they come, schedules as they fall due."""
-        while not stop.is_set():
-            await self.run_until_idle()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=idle_sleep)
+    async def run_worker(
+        self,
+        stop: asyncio.Event,
+        *,
+        idle_sleep: float = 0.05,
+        heartbeat_seconds: float | None = DEFAULT_HEARTBEAT_SECONDS,
+    ) -> None:
+        """Run until ``stop`` is set: batches as they come, schedules as they fall due.
+
+        Sends ``worker_started`` and ``consumer_started`` (consumer ``local``) first, a
+        ``worker_heartbeat`` every ``heartbeat_seconds`` (``None``: none), and
+        ``consumer_stopped`` and ``worker_stopped`` at the end (reason ``error`` when it ends
+        on an exception)."""
+        life = WorkerLifecycle(
+            self.events,
+            queues=self.registry.queues(),
+            consumers=[(LOCAL_CONSUMER, LOCAL_CONSUMER)],
+            heartbeat_seconds=heartbeat_seconds,
+        )
+        await life.start()
+        token = CONSUMER.set(LOCAL_CONSUMER)
+        error: BaseException | None = None
+        try:
+            while not stop.is_set():
+                await self.run_until_idle()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=idle_sleep)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            CONSUMER.reset(token)
+            await life.stop(stop_reason(error))

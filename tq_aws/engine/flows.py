@@ -80,8 +80,7 @@ class FlowCoordinator:
             steps.extend(start.steps)
             if created:
                 self._stats.flows_started += 1
-                if self._events:
-                    self._events.on_flow_started(record.flow_id, record.total)
+                await self._events.flow_started(record, start.steps)
         if rows:
             await self._write_rows(rows)
         if sentinels:
@@ -176,10 +175,7 @@ class FlowCoordinator:
         created, stored = await self._dispatcher.create_once(join)
         if created:  # exactly one caller creates the join: it announces the close
             self._stats.flows_closed += 1
-            if self._events:
-                self._events.on_flow_closed(
-                    record.flow_id, record.state.value, record.succeeded, record.failed
-                )
+            await self._events.flow_closed(record, results)
         # the flow's own row first: once the join is out it may finish (and write its outcome
         # on that row) before anything else here happens
         await self._mark_row(record, now)

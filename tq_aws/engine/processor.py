@@ -95,11 +95,12 @@ class BatchProcessor:
             await self._poison_store.record(poison)
             self.poison.extend(poison)
             self._stats.poison += len(poison)
+            await self._events.record_poisoned(poison)
         if not tasks:
             return
         queue_id = tasks[0].queue_id
-        if self._events:
-            self._events.on_batch_started(queue_id, len(tasks))
+        events = self._events
+        await events.batch_started(queue_id, tasks)
         runnable, expired, sentinels = await self._admit(tasks, now)
         for sentinel in sentinels:
             await self._flows.on_timeout(sentinel)
@@ -122,14 +123,13 @@ class BatchProcessor:
         if recorded.unrecordable:
             await self._park_unrecordable(deliveries, recorded.unrecordable, now)
         self._stats.batches += 1
-        if self._events:
-            self._events.on_batch_completed(
-                queue_id,
-                len(tasks),
-                recorded.succeeded,
-                recorded.failed,
-                time.perf_counter() - started,
-            )
+        await events.batch_completed(
+            queue_id,
+            len(tasks),
+            recorded.succeeded,
+            recorded.failed,
+            time.perf_counter() - started,
+        )
 
     async def settle_unrecorded(
         self, deliveries: Sequence[Delivery], error: BaseException
@@ -206,13 +206,7 @@ class BatchProcessor:
         await self._poison_store.record(records)
         self.poison.extend(records)
         self._stats.poison += len(records)
-        for record in records:
-            logger.error(
-                "record at %s parked in the poison store (%s): %s",
-                record.position,
-                record.reason,
-                record.error,
-            )
+        await self._events.record_poisoned(records)  # logged by FailureLog
 
     async def _late_processing(self, tasks: list[Task], now: datetime) -> None:
         await asyncio.sleep(self._processing_grace)
@@ -228,10 +222,7 @@ class BatchProcessor:
             data=delivery.data,
             seen_at=now,
         )
-        logger.error(
-            "undecodable record at %s (%s): %s", record.position, record.reason, record.error
-        )
-        return record
+        return record  # logged by FailureLog once it is kept
 
     async def _admit(
         self, tasks: list[Task], now: datetime

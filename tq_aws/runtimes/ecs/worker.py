@@ -18,6 +18,11 @@ from typing import TYPE_CHECKING
 from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.backends.aws.dynamodb.lease_store import DynamoLeaseStore
 from tq_aws.backends.aws.factory import AwsResources
+from tq_aws.engine.worker_events import (
+    DEFAULT_HEARTBEAT_SECONDS,
+    WorkerLifecycle,
+    consumer_context,
+)
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import DueScheduler, LeaseStore
 from tq_aws.runtimes.ecs.options import InitialPosition, WorkerOptions
@@ -47,6 +52,10 @@ class EcsWorker:
         stream, queue_urls, clients: override what ``app.resources`` gives.
         lease_store: override the lease store (default: ``DynamoLeaseStore`` on the app's
             table).
+        lifecycle_heartbeat: seconds between ``worker_heartbeat`` lifecycle events (``None``:
+            none). The worker also sends ``worker_started``/``worker_stopped`` and, for the
+            stream (consumer ``kinesis:<stream>``) and each queue (``sqs:<queue name>``),
+            ``consumer_started``/``consumer_stopped``.
 
     Example:
         >>> app = TaskQueue.from_env()
@@ -73,7 +82,9 @@ class EcsWorker:
         queue_urls: Sequence[str] | None = None,
         clients: AwsClients | None = None,
         lease_store: LeaseStore | None = None,
+        lifecycle_heartbeat: float | None = DEFAULT_HEARTBEAT_SECONDS,
     ):
+        self.lifecycle_heartbeat = lifecycle_heartbeat
         self.options = WorkerOptions(
             lease_seconds=lease_seconds,
             renew_every=renew_every,
@@ -163,9 +174,19 @@ class EcsWorker:
             Exception: a background loop ended on an unexpected error (after draining).
         """
         self._loop = asyncio.get_running_loop()
+        consumers = self._consumers()
+        life = WorkerLifecycle(
+            self.app.events,
+            queues=self.app.registry.queues(),
+            consumers=list(consumers.values()),
+            heartbeat_seconds=self.lifecycle_heartbeat,
+        )
+        await life.start()
         background: list[asyncio.Task[None]] = []
         if self._shards is not None:
-            background.append(self._shards.start())
+            # the lease loop's shard readers inherit the consumer from its context
+            context = consumer_context(consumers[self.stream or ""][0])
+            background.append(context.run(self._shards.start))
         for url in self.queue_urls:
             consumer = SqsConsumer(
                 self.app,
@@ -175,7 +196,13 @@ class EcsWorker:
                 stats=self.stats,
                 draining=self._draining,
             )
-            background.append(asyncio.create_task(consumer.run(), name=f"tq-sqs {url}"))
+            background.append(
+                asyncio.create_task(
+                    consumer.run(),
+                    name=f"tq-sqs {url}",
+                    context=consumer_context(consumers[url][0]),
+                )
+            )
         scheduler = self.app.scheduler
         if isinstance(scheduler, DueScheduler):
             background.append(asyncio.create_task(self._fire_schedules(scheduler)))
@@ -195,10 +222,23 @@ class EcsWorker:
             for t in background
             if t.done() and not t.cancelled() and (error := t.exception()) is not None
         ]
-        report = await self._drain(background)
+        try:
+            report = await self._drain(background)
+        finally:
+            await life.stop("error" if crashed else "shutdown")
         if crashed:
             raise crashed[0]
         return report
+
+    def _consumers(self) -> dict[str, tuple[str, str]]:
+        """``(consumer id, what it reads)`` of the stream and of each queue URL."""
+        out: dict[str, tuple[str, str]] = {}
+        if self._shards is not None and self.stream:
+            out[self.stream] = (f"kinesis:{self.stream}", self.stream)
+        for url in self.queue_urls:
+            name = url.rstrip("/").rsplit("/", 1)[-1]
+            out[url] = (f"sqs:{name}", name)
+        return out
 
     async def _drain(self, background: list[asyncio.Task[None]]) -> WorkerReport:
         loop = asyncio.get_running_loop()

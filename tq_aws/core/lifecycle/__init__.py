@@ -1,0 +1,99 @@
+"""Lifecycle events: what happens to tasks, batches, flows, workers and consumers, told to
+providers as it happens.
+
+A provider is any object with some of the methods ``on_<event>`` (``on_task_failed``,
+``on_worker_heartbeat``...; ``on_event`` gets every event), plain or ``async def``; give it to
+``TaskQueue.add_listener``. Each method receives the event's frozen payload
+(``tq_aws.core.lifecycle.events``). ``LifecycleListener`` is an optional base class naming them.
+
+- Default mode: methods are called where the event happens and an ``async def`` method runs in
+  the background, never awaited; ``add_listener(provider, mode="sync")`` awaits it before the
+  engine goes on.
+- A provider that raises never disturbs processing: its first failure per method is logged
+  (logger ``tq_aws.core.lifecycle.dispatch``) with its name, and every failure is counted in
+  ``app.events.failures``.
+- Every app logs failed attempts, tasks failed for good, ignored tasks and poison records on the
+  logger ``tq_aws.failures`` (``FailureLog``).
+"""
+
+from tq_aws.core.lifecycle.bus import CONSUMER, LifecycleBus
+from tq_aws.core.lifecycle.dispatch import LifecycleMode
+from tq_aws.core.lifecycle.events import (
+    EVENT_NAMES,
+    EVENT_TYPES,
+    BatchCompleted,
+    BatchStarted,
+    ConsumerInfo,
+    ConsumerStarted,
+    ConsumerStopped,
+    ConsumerTotals,
+    FlowAborted,
+    FlowClosed,
+    FlowCompleted,
+    FlowContext,
+    FlowStarted,
+    FlowTimedOut,
+    LifecycleEvent,
+    RecordPoisoned,
+    TaskBatchCompleted,
+    TaskBatchStarted,
+    TaskCancelled,
+    TaskCompleted,
+    TaskContext,
+    TaskExhausted,
+    TaskExpired,
+    TaskFailed,
+    TaskIgnored,
+    TaskScheduled,
+    TaskStarted,
+    TaskTiming,
+    WorkerHeartbeat,
+    WorkerInfo,
+    WorkerStarted,
+    WorkerStopped,
+    WorkerTotals,
+)
+from tq_aws.core.lifecycle.failure_log import FAILURE_LOGGER, FailureLog
+from tq_aws.core.lifecycle.listener import LifecycleListener
+
+__all__ = [
+    "CONSUMER",
+    "EVENT_NAMES",
+    "EVENT_TYPES",
+    "FAILURE_LOGGER",
+    "BatchCompleted",
+    "BatchStarted",
+    "ConsumerInfo",
+    "ConsumerStarted",
+    "ConsumerStopped",
+    "ConsumerTotals",
+    "FailureLog",
+    "FlowAborted",
+    "FlowClosed",
+    "FlowCompleted",
+    "FlowContext",
+    "FlowStarted",
+    "FlowTimedOut",
+    "LifecycleBus",
+    "LifecycleEvent",
+    "LifecycleListener",
+    "LifecycleMode",
+    "RecordPoisoned",
+    "TaskBatchCompleted",
+    "TaskBatchStarted",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskContext",
+    "TaskExhausted",
+    "TaskExpired",
+    "TaskFailed",
+    "TaskIgnored",
+    "TaskScheduled",
+    "TaskStarted",
+    "TaskTiming",
+    "WorkerHeartbeat",
+    "WorkerInfo",
+    "WorkerStarted",
+    "WorkerStopped",
+    "WorkerTotals",
+]
