@@ -648,10 +648,9 @@ async def test_sigterm_drains_finishes_the_running_batches_and_exits_zero(
 
 
 def test_the_cli_refuses_an_app_without_aws_resources_and_points_to_local(
-    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from tq_aws import cli
 
-    monkeypatch.setattr(cli, "load_app", lambda spec: TaskQueue())
-    with pytest.raises(SystemExit, match="--local"):
-        cli.main(["worker", "--app", "somewhere:app"])
+    assert cli.main(["worker", "--app", "tests.support.poison_app:app"]) == 2  # a memory app
+    assert "(or use --local)" in capsys.readouterr().err
