@@ -317,3 +317,16 @@ class HandedBackError(TqError):
 class KeyBlockedError(TqError):
     """An earlier record of the same partition key (or FIFO group) was reported; this one
     waits for it, so the key's order holds."""
+
+
+class InvalidQueryError(TqError, ValueError):
+    """A status query or operator action got a value it cannot use (a limit out of range, a
+    cursor of another listing, a time that is not ISO-8601). The status API answers 400.
+
+    Attributes:
+        field: the parameter at fault (``limit``, ``cursor``, ``since``...).
+    """
+
+    def __init__(self, message: str, *, field: str):
+        super().__init__(message)
+        self.field = field

@@ -18,6 +18,7 @@ from tq_aws.core.flows import FlowRecord, FlowState, RecordOutcome, StepResult
 from tq_aws.core.leases import Lease, ShardSpec
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.projections import ProjectionRow
+from tq_aws.core.recent import RecentFilter, RecentPage
 from tq_aws.core.task import Entity, Task
 from tq_aws.errors import CodecError
 
@@ -143,6 +144,14 @@ class TaskStore(Protocol):
         scheduled (never stored, started or finished)."""
         ...
 
+    async def reopen(self, task: Task, *, failed_attempt: int) -> bool:
+        """Replace a ``failed`` record that ended at attempt ``failed_attempt`` (its
+        ``retry_count``) with ``task``, its next attempt; return whether it was replaced.
+
+        One conditional write: a repeat (the record is no longer failed at that attempt)
+        changes nothing, so an operator's retry sent twice starts one new attempt."""
+        ...
+
 
 class ProjectionStore(Protocol):
     """Entity status rows; every write is conditional (see ``core.projections.supersedes``)."""
@@ -150,6 +159,19 @@ class ProjectionStore(Protocol):
     async def upsert(self, rows: Sequence[ProjectionRow]) -> None: ...
 
     async def for_entity(self, entity: Entity) -> list[ProjectionRow]: ...
+
+    async def recent(
+        self, where: RecentFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> RecentPage:
+        """One page of failed task rows and flow rows across entities, newest first (by
+        ``updated_at``), that ``where`` accepts; ``cursor`` is the previous page's. Reads an
+        index (no table scan); the page may hold fewer than ``limit`` rows and still have a
+        next one.
+
+        Raises:
+            InvalidQueryError: ``limit`` out of 1..500, or a cursor not made by this store.
+        """
+        ...
 
 
 @dataclass(slots=True, order=True)

@@ -2,7 +2,12 @@
 
 A row is replaced only by one of higher rank, or of the same non-terminal rank with a newer
 version; so a late ``scheduled`` or a duplicate delivery never moves a status back, and the
-first terminal status of a task stays.
+first terminal status of a task stays. The one way back is an operator's retry
+(``Engine.retry_task``): it starts a new generation of the task, whose rows supersede every row
+of the generations before it.
+
+Failed task rows and flow rows are also listed by time across entities (``recent``): the status
+page's overview.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ RANKS: dict[str, int] = {
 TERMINAL_RANK = 2
 RowKind = Literal["task", "flow"]
 PROJECTION_STATUSES = tuple(RANKS)
+OPERATOR_RETRIES = "operator_retries"
+"""``Task.metadata`` key: how many times an operator retried the task (its generation)."""
 
 
 class ProjectionRow(BaseModel):
@@ -43,6 +50,9 @@ class ProjectionRow(BaseModel):
     rank: int
     version: int
     """Microseconds since the epoch when the row was built; orders writes of the same rank."""
+    generation: int = 0
+    """How many times an operator retried the task; a later generation supersedes any row of
+    an earlier one, a terminal one included."""
     error: str | None = None
     result: Any = None
     payload: Any = None
@@ -80,12 +90,19 @@ def build_row(
         status=status,
         rank=RANKS[status],
         version=version_of(now),
+        generation=generation_of(task),
         error=error,
         result=result,
         payload=task.payload if include_payload else None,
         created_at=task.created_at or now,
         updated_at=now,
     )
+
+
+def generation_of(task: Task) -> int:
+    """The task's generation: how many times an operator retried it (0 if never)."""
+    value = task.metadata.get(OPERATOR_RETRIES, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def version_of(now: datetime) -> int:
@@ -97,6 +114,8 @@ def supersedes(new: ProjectionRow, old: ProjectionRow | None) -> bool:
     """Whether ``new`` may replace ``old`` (the condition every store applies atomically)."""
     if old is None:
         return True
+    if new.generation != old.generation:
+        return new.generation > old.generation
     if new.rank != old.rank:
         return new.rank > old.rank
     return new.rank < TERMINAL_RANK and new.version > old.version

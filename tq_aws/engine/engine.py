@@ -13,9 +13,9 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from tq_aws.core import log_context
 from tq_aws.core.claim_check import is_blob_ref
@@ -32,6 +32,7 @@ from tq_aws.engine.context import EngineContext, EngineSettings
 from tq_aws.engine.dispatch import Dispatcher, schedule_name
 from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.handoff import AsyncTaskManager
+from tq_aws.engine.operator import Operator, log_action
 from tq_aws.engine.processor import BatchProcessor
 from tq_aws.engine.stats import Stats
 from tq_aws.engine.worker_events import DEFAULT_HEARTBEAT_SECONDS, WorkerLifecycle, stop_reason
@@ -52,6 +53,8 @@ from tq_aws.ports import (
 )
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LOCAL_CONSUMER = "local"
 """The consumer id (and source name) of ``run_worker``'s polling of the app's source."""
@@ -129,6 +132,7 @@ class Engine:
             slow_callback_duration=self.settings.slow_callback_duration,
         )
         self.flows = FlowCoordinator(context, self._dispatcher)
+        self.operator = Operator(context, self._dispatcher)
         self.processor = BatchProcessor(
             context,
             runner=self._runner,
@@ -192,6 +196,17 @@ class Engine:
         loop = self._private_loop()
         return asyncio.run_coroutine_threadsafe(self.add_tasks(tasks), loop).result()
 
+    def run_sync(self, awaitable: Awaitable[T]) -> T:
+        """Run ``awaitable`` on the app's private event loop (the one ``add_tasks_sync``
+        uses) and return its result: how synchronous code (the status server's threads, the
+        status Lambda handler) reads the async stores. Safe from any thread; it blocks the
+        calling thread, so from a coroutine use ``await`` instead."""
+
+        async def run() -> T:
+            return await awaitable
+
+        return asyncio.run_coroutine_threadsafe(run(), self._private_loop()).result()
+
     def _private_loop(self) -> asyncio.AbstractEventLoop:
         with self._sync_lock:
             if self._sync_loop is None:
@@ -228,13 +243,17 @@ class Engine:
         join task id; ``None`` for an unknown flow."""
         return await self.flows.status(flow_id)
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str, *, actor: str | None = None) -> bool:
         """Cancel a stored task that has not started; return whether it was cancelled.
 
         A cancelled task reads ``cancelled`` and is never executed, even if its record was
-        already on its way to a consumer."""
+        already on its way to a consumer. With ``actor`` (an operator's cancel: the status
+        page, the CLI) the action is logged with who asked."""
         now = self.clock.now()
         task = await self.task_store.cancel(task_id, now)
+        if actor is not None:
+            outcome = "cancelled" if task is not None else "refused: not scheduled"
+            log_action(actor, "cancel", task_id, outcome, now)
         if task is None:
             return False
         await self.scheduler.cancel([schedule_name(task)])
@@ -243,6 +262,46 @@ class Engine:
         self.stats.cancelled += 1
         await self.events.task_cancelled(task)
         return True
+
+    # -- operator actions (status page, CLI) -------------------------------------------------
+
+    async def retry_task(
+        self, task_id: str, *, actor: str = "api", failed_attempt: int | None = None
+    ) -> bool:
+        """Run a failed task again as its next attempt; whether this call started it. A retry
+        sent twice starts one attempt. See ``tq_aws.engine.operator.Operator.retry_task``."""
+        return await self.operator.retry_task(task_id, actor=actor, failed_attempt=failed_attempt)
+
+    async def retry_failed(
+        self,
+        task_type: str | None = None,
+        queue_id: str | None = None,
+        since: datetime | None = None,
+        *,
+        actor: str = "api",
+        limit: int = 1000,
+    ) -> int:
+        """Retry the failed tasks (of entities) of this type / queue / since a time; return
+        how many were started. See ``tq_aws.engine.operator.Operator.retry_failed``."""
+        return await self.operator.retry_failed(
+            task_type, queue_id, since, actor=actor, limit=limit
+        )
+
+    async def redrive_poison(
+        self,
+        keys: Sequence[str] | None = None,
+        *,
+        reason: str | None = None,
+        queue_id: str | None = None,
+        since: datetime | None = None,
+        actor: str = "api",
+    ) -> int:
+        """Add the tasks of poison records that decode now (after a fix), chosen by ``keys``
+        or by filter; return how many were added. A redrive sent twice adds each once. See
+        ``tq_aws.engine.operator.Operator.redrive_poison``."""
+        return await self.operator.redrive_poison(
+            keys, reason=reason, queue_id=queue_id, since=since, actor=actor
+        )
 
     def next_due(self) -> datetime | None:
         """When the Scheduler's earliest pending delivery is due (memory scheduler), or

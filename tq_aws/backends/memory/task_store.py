@@ -98,5 +98,17 @@ class MemoryTaskStore:
         self.writes += 1
         return _clone(cancelled)
 
+    async def reopen(self, task: Task, *, failed_attempt: int) -> bool:
+        stored = self._tasks.get(task.id or "")
+        if (
+            stored is None
+            or stored.status is not TaskStatus.FAILED
+            or stored.retry_count != failed_attempt
+        ):
+            return False
+        self._tasks[task.id or ""] = _clone(task.copy_with(stored=True))
+        self.writes += 1
+        return True
+
     def __len__(self) -> int:
         return len(self._tasks)

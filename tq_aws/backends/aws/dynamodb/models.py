@@ -15,11 +15,17 @@ Keys (docs/aws.md, "DynamoDB layout"):
 | flow barrier | ``FLOW#<id>`` | ``FLOW`` |
 | step result | ``FLOW#<id>`` | ``STEP#<index, 8 digits>`` |
 | poison record | ``POISON#<yyyy-mm-dd of seen_at, UTC>`` | ``<poison key, 32 hex>`` |
+
+The sparse GSI ``recent`` (``recent_pk``, ``recent_sk``, projection ALL) holds the projection
+rows the status overview lists (failed task rows, flow rows): ``recent_pk`` is
+``RECENT#<shard>`` (``RECENT_SHARDS`` of them, so a burst of failures is spread over several
+index partitions), ``recent_sk`` is ``<updated_at, fixed width>#<digest of pk and sk>``.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import threading
 from dataclasses import dataclass
@@ -46,6 +52,11 @@ FLOW_SK = "FLOW"
 STEP_PREFIX = "STEP#"
 POISON_PREFIX = "POISON#"
 TTL_ATTRIBUTE = "ttl"
+RECENT_INDEX = "recent"
+RECENT_KEYS = ("recent_pk", "recent_sk")
+RECENT_PREFIX = "RECENT#"
+RECENT_SHARDS = 8
+"""Index partitions of ``recent``: a fixed number (readers and writers must agree on it)."""
 MAX_CONCURRENCY = 32
 """Worker threads (and HTTP connections) for DynamoDB calls, shared by every store."""
 _TABLE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-")
@@ -73,6 +84,17 @@ def step_sk(index: int) -> str:
 
 def poison_pk(day: date) -> str:
     return f"{POISON_PREFIX}{day.isoformat()}"
+
+
+def recent_shard(pk: str, sk: str) -> int:
+    """The ``recent`` index partition of an item (stable: a row moves within its shard)."""
+    return int(hashlib.sha256(f"{pk}\n{sk}".encode()).hexdigest()[:8], 16) % RECENT_SHARDS
+
+
+def recent_keys(pk: str, sk: str, time_key: str) -> tuple[str, str]:
+    """``recent_pk`` and ``recent_sk`` of an item last updated at ``time_key``."""
+    digest = hashlib.sha256(f"{pk}\n{sk}".encode()).hexdigest()[:16]
+    return f"{RECENT_PREFIX}{recent_shard(pk, sk)}", f"{time_key}#{digest}"
 
 
 class ConditionFailed(Exception):
@@ -189,6 +211,12 @@ def table_models(table: str, settings: AwsSettings) -> TableModels:
         # ``task`` or ``flow`` (ProjectionRow.kind), beside the doc rather than in it: readers
         # of an older release refuse a row document with a key they do not know.
         kind=UnicodeAttribute(null=True),
+        # ProjectionRow.generation, beside the doc for the same reason; absent means 0
+        generation=NumberAttribute(null=True),
+        task_type=UnicodeAttribute(null=True),
+        # the keys of the sparse ``recent`` index, only on rows the overview lists
+        recent_pk=UnicodeAttribute(null=True),
+        recent_sk=UnicodeAttribute(null=True),
         doc=UnicodeAttribute(),
         blobs=UnicodeSetAttribute(null=True),
     )

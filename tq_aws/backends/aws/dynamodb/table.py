@@ -1,14 +1,22 @@
-"""Creating the stores' table: ``pk``/``sk`` strings, on-demand billing, TTL on ``ttl``."""
+"""Creating the stores' table: ``pk``/``sk`` strings, on-demand billing, TTL on ``ttl``, and the
+sparse GSI ``recent`` (``recent_pk``/``recent_sk``, projection ALL) the status overview reads
+(the same table the SAM template and the CDK construct declare)."""
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsSettings, error_code
-from tq_aws.backends.aws.dynamodb.models import TTL_ATTRIBUTE, table_models
+from tq_aws.backends.aws.dynamodb.models import (
+    RECENT_INDEX,
+    RECENT_KEYS,
+    TTL_ATTRIBUTE,
+    table_models,
+)
 from tq_aws.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -21,11 +29,22 @@ ATTRIBUTE_DEFINITIONS = [
     {"AttributeName": "pk", "AttributeType": "S"},
     {"AttributeName": "sk", "AttributeType": "S"},
 ]
+RECENT_ATTRIBUTES = [{"AttributeName": name, "AttributeType": "S"} for name in RECENT_KEYS]
+RECENT_GSI = {
+    "IndexName": RECENT_INDEX,
+    "KeySchema": [
+        {"AttributeName": RECENT_KEYS[0], "KeyType": "HASH"},
+        {"AttributeName": RECENT_KEYS[1], "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "ALL"},
+}
+_WAIT = {"Delay": 1, "MaxAttempts": 300}
 
 
 def ensure_table(table: str, settings: AwsSettings) -> bool:
-    """Create the table if it is missing, wait until it is active, and turn on TTL on ``ttl``.
-    Safe to repeat, and to run from several processes at once. Sync: from async code, run it
+    """Create the table if it is missing, wait until it is active, add the ``recent`` index if
+    the table lacks it, and turn on TTL on ``ttl``. Safe to repeat, and to run from several
+    processes at once. Sync: from async code, run it
     with ``asyncio.to_thread``. Production creates the table with the SAM or CDK templates.
 
     Args:
@@ -36,8 +55,8 @@ def ensure_table(table: str, settings: AwsSettings) -> bool:
         Whether this call created the table.
 
     Raises:
-        ConfigurationError: the table exists with another key schema, or with TTL on another
-            attribute.
+        ConfigurationError: the table exists with another key schema, a ``recent`` index of
+            other keys, or TTL on another attribute.
     """
     client = table_models(table, settings).connection.connection.client
     created = False
@@ -50,18 +69,18 @@ def ensure_table(table: str, settings: AwsSettings) -> bool:
             client.create_table(
                 TableName=table,
                 KeySchema=KEY_SCHEMA,
-                AttributeDefinitions=ATTRIBUTE_DEFINITIONS,
+                AttributeDefinitions=ATTRIBUTE_DEFINITIONS + RECENT_ATTRIBUTES,
+                GlobalSecondaryIndexes=[RECENT_GSI],
                 BillingMode="PAY_PER_REQUEST",
             )
             created = True
         except ClientError as exc2:
             if error_code(exc2) != "ResourceInUseException":  # created by someone else meanwhile
                 raise
-        client.get_waiter("table_exists").wait(
-            TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 300}
-        )
+        client.get_waiter("table_exists").wait(TableName=table, WaiterConfig=_WAIT)
         description = client.describe_table(TableName=table)["Table"]
     _check_keys(table, description)
+    _ensure_recent_index(client, table, description)
     _ensure_ttl(client, table)
     return created
 
@@ -74,6 +93,47 @@ def _check_keys(table: str, description: dict[str, Any]) -> None:
             f"table={table!r} exists with keys {keys} ({types}); the stores need a string hash "
             "key 'pk' and a string range key 'sk': use another table name"
         )
+
+
+def _ensure_recent_index(client: Any, table: str, description: dict[str, Any]) -> None:
+    """Add the ``recent`` GSI to a table made without it (a table of an earlier release);
+    refuse one of the same name on other keys."""
+    indexes = {i["IndexName"]: i for i in description.get("GlobalSecondaryIndexes", [])}
+    index = indexes.get(RECENT_INDEX)
+    if index is not None:
+        keys = [k["AttributeName"] for k in index.get("KeySchema", [])]
+        projection = index.get("Projection", {}).get("ProjectionType")
+        if keys != list(RECENT_KEYS) or projection != "ALL":
+            raise ConfigurationError(
+                f"table={table!r} has an index {RECENT_INDEX!r} on {keys} (projection "
+                f"{projection}); the status overview needs it on {list(RECENT_KEYS)} with "
+                "projection ALL: drop that index, or use another table name"
+            )
+        return
+    try:
+        client.update_table(
+            TableName=table,
+            AttributeDefinitions=RECENT_ATTRIBUTES,
+            GlobalSecondaryIndexUpdates=[{"Create": RECENT_GSI}],
+        )
+    except ClientError as exc:
+        # another process is adding it (or another index change is under way): wait for it
+        if error_code(exc) not in ("ResourceInUseException", "ValidationException"):
+            raise
+    logger.info("table %s: adding the %s index", table, RECENT_INDEX)
+    for _ in range(_WAIT["MaxAttempts"]):
+        described = client.describe_table(TableName=table)["Table"]
+        status = {
+            i["IndexName"]: i.get("IndexStatus", "ACTIVE")
+            for i in described.get("GlobalSecondaryIndexes", [])
+        }
+        if status.get(RECENT_INDEX) == "ACTIVE":
+            return
+        time.sleep(_WAIT["Delay"])
+    raise ConfigurationError(
+        f"table={table!r}: the {RECENT_INDEX!r} index did not become active in "
+        f"{_WAIT['MaxAttempts']} s; run ensure_table again once it is"
+    )
 
 
 def _ensure_ttl(client: Any, table: str) -> None:

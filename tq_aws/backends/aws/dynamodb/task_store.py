@@ -107,6 +107,16 @@ class DynamoTaskStore(DynamoStore):
             return None
         return await self._decode(raw)
 
+    async def reopen(self, task: Task, *, failed_attempt: int) -> bool:
+        """Replace a ``failed`` record at attempt ``failed_attempt`` with ``task`` (one
+        conditional ``PutItem``); whether it was replaced."""
+        [item] = await self._items([task])
+        model = self.models.task
+        condition = (model.status == TaskStatus.FAILED.value) & (
+            model.retry_count == failed_attempt
+        )
+        return await self._put_item(item, condition)
+
     # -- internals -----------------------------------------------------------------------------
 
     async def _claim_one(self, task: Task, now: datetime) -> Claim:
