@@ -26,6 +26,21 @@ class TaskValidationError(TqError, ValueError):
         self.field = field
 
 
+class TaskAlreadyExistsError(TaskValidationError):
+    """``add_tasks`` was given an explicit id that is already a stored task's.
+
+    Nothing of that call was added, and the stored task is left as it was. A producer that
+    retries a call after an unclear outcome can catch this: that task was added before.
+
+    Attributes:
+        task_id: the id at fault (``field`` is ``"id"``).
+    """
+
+    def __init__(self, message: str, *, task_id: str, index: int | None = None):
+        super().__init__(message, index=index, field="id")
+        self.task_id = task_id
+
+
 class ConfigurationError(TqError, ValueError):
     """An executor registration or a TaskQueue option is invalid."""
 

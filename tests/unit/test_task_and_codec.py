@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from tests.support.events import USER, make_task
 from tq_aws import Entity, Task, TaskQueue, TaskStatus
 from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.core.task import is_naive
 from tq_aws.errors import CodecError, TaskValidationError
 from tq_aws.testing import ManualClock
 
@@ -56,9 +57,12 @@ def test_datetimes_are_normalised_to_utc() -> None:
     naive = datetime(2026, 3, 1, 12, 0)
     plus_two = datetime(2026, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     t = make_task(execute_at=naive, expires_at=plus_two)
+    # a naive time reads as UTC, marked so that add_tasks can refuse it (see
+    # tests/unit/test_add_tasks_validation.py)
     assert t.execute_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-    assert t.execute_at.tzinfo is UTC
+    assert t.execute_at is not None and is_naive(t.execute_at)
     assert t.expires_at == datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    assert t.expires_at.tzinfo is UTC and not is_naive(t.expires_at)
     assert t.expires_at.utcoffset() == timedelta(0)
 
 

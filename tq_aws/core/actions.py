@@ -24,6 +24,7 @@ from tq_aws.core.flows import (
     Join,
     validate_flow_options,
 )
+from tq_aws.core.json_values import to_checked_json
 from tq_aws.core.log_context import TaskLoggerAdapter
 from tq_aws.core.payloads import M, payload_as
 from tq_aws.core.task import Entity, Task
@@ -111,14 +112,18 @@ def jsonable_result(result: Any) -> tuple[Any, int]:
         result = result.model_dump(mode="json")
     try:
         data = pydantic_core.to_jsonable_python(result)
-        size = len(pydantic_core.to_json(data))
     except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
         raise ResultNotSerializableError(
             f"actions.success(task, result): result of type {type(result).__name__} cannot be "
             f"stored as JSON ({exc}); return plain data (dict, list, str, number) or a pydantic "
             "model"
         ) from exc
-    return data, size
+    # NaN, infinities and integers over 4,300 digits serialise, but do not read back
+    text, problem = to_checked_json(data, "result")
+    if problem is not None or text is None:
+        reason = f"{problem.path} {problem.reason}" if problem else "cannot be stored as JSON"
+        raise ResultNotSerializableError(f"actions.success(task, result): {reason}")
+    return data, len(text)
 
 
 def failure_decision(

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from tq_aws.core.limits import MAX_NAME_CHARS, MAX_RETRIES, seconds_problem, text_problem
 from tq_aws.core.retry import DEFAULT_RETRY_AFTER
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError
@@ -80,14 +81,30 @@ def make_spec(
 ) -> ExecutorSpec:
     """Validate registration options and build the spec; errors name the option and the fix."""
     where = f"executor {queue_id!r}/{type!r}"
-    if not queue_id or not type:
-        raise ConfigurationError(f"{where}: queue_id and type must be non-empty strings")
+    for name, value in (("queue_id", queue_id), ("type", type)):
+        if not isinstance(value, str):
+            raise ConfigurationError(
+                f"{where}: {name}={value!r} is a {builtins.type(value).__name__}; give a "
+                "non-empty string"
+            )
+        problem = text_problem(value, max_chars=MAX_NAME_CHARS)
+        if problem is not None:
+            raise ConfigurationError(
+                f"{where}: {name} {problem}; give 1 to {MAX_NAME_CHARS} printable characters"
+            )
     if not callable(fn):
         raise ConfigurationError(f"{where}: the executor must be callable")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ConfigurationError(f"{where}: retries={retries!r}; give a whole number >= 0")
-    if not isinstance(retry_after, int | float) or retry_after < 0:
-        raise ConfigurationError(f"{where}: retry_after={retry_after!r}; give seconds >= 0")
+    _check_signature(fn, kind, where)
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise ConfigurationError(
+            f"{where}: retries={retries!r}; give a whole number 0..{MAX_RETRIES}"
+        )
+    problem = seconds_problem(retry_after)
+    if problem is not None:
+        raise ConfigurationError(
+            f"{where}: retry_after={retry_after!r} {problem}; give a finite number of "
+            "seconds >= 0 (the backoff base)"
+        )
     if kind is ExecutorKind.PARALLEL:
         size = 10 if chunk_size is None else chunk_size
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -104,11 +121,11 @@ def make_spec(
         isinstance(payload_model, builtins.type) and issubclass(payload_model, BaseModel)
     ):
         raise ConfigurationError(f"{where}: payload_model must be a pydantic BaseModel subclass")
-    for name, value in (("handoff_timeout", handoff_timeout), ("max_duration", max_duration)):
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise ConfigurationError(f"{where}: {name}={value!r}; give seconds > 0, or None")
+    for name, seconds in (("handoff_timeout", handoff_timeout), ("max_duration", max_duration)):
+        if seconds is not None and seconds_problem(seconds, positive=True) is not None:
+            raise ConfigurationError(
+                f"{where}: {name}={seconds!r}; give a finite number of seconds > 0, or None"
+            )
     if handoff_timeout is not None and kind is not ExecutorKind.SINGLE:
         raise ConfigurationError(
             f"{where}: handoff_timeout applies to single-task executors without parallel=True"
@@ -130,6 +147,24 @@ def make_spec(
         handoff_timeout=handoff_timeout,
         max_duration=max_duration,
     )
+
+
+def _check_signature(fn: Callable[..., Any], kind: ExecutorKind, where: str) -> None:
+    """Refuse an executor that cannot be called as ``fn(task, actions)`` (batch:
+    ``fn(tasks, actions)``), which would otherwise fail every task it is given."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have no signature to read: let them be
+        return
+    try:
+        signature.bind(object(), object())
+    except TypeError as exc:
+        first = "tasks" if kind is ExecutorKind.BATCH else "task"
+        name = getattr(fn, "__qualname__", None) or builtins.type(fn).__name__
+        raise ConfigurationError(
+            f"{where}: {name}{signature} cannot be called as ({first}, actions) ({exc}); "
+            f"define it as def {name.rsplit('.', 1)[-1]}({first}, actions)"
+        ) from exc
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -9,15 +9,24 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tq_aws.core import log_context
 from tq_aws.core.executors import ExecutorRegistry
+from tq_aws.core.limits import MAX_PARTITION_KEY_CHARS
 from tq_aws.core.task import Task, TaskStatus
+from tq_aws.core.task_checks import (
+    NOTHING_ADDED,
+    check_id,
+    check_partition_key,
+    check_task,
+    where,
+)
 from tq_aws.errors import TaskValidationError
 from tq_aws.ids import new_id
 
-MAX_PARTITION_KEY = 256
+MAX_PARTITION_KEY = MAX_PARTITION_KEY_CHARS
+"""Kept for importers; the limit lives in ``tq_aws.core.limits``."""
 
 
 def prepare_tasks(
@@ -32,11 +41,14 @@ def prepare_tasks(
 
     Each copy has an id (kept if given), ``created_at``/``updated_at``/``execute_at`` defaults,
     status ``scheduled``, a sanitised log context (merged under ``inherit_context``: the child's
-    own keys win) and the executor's partition key. A payload that fails the executor's
-    ``payload_model`` raises ``TaskValidationError`` naming the field; nothing is returned then.
-    ``validate=False`` skips that check, for tasks the framework builds itself (joins).
+    own keys win) and the executor's partition key. A task a backend would refuse later
+    (``tq_aws.core.task_checks``: ids, keys, numbers, times, JSON data, sizes), a payload that
+    fails the executor's ``payload_model``, or two tasks of one id raise
+    ``TaskValidationError`` naming the index and the field; nothing is returned then.
+    ``validate=False`` skips the data checks, for tasks the framework builds itself (joins).
     """
     out: list[Task] = []
+    seen: dict[str, int] = {}
     for index, task in enumerate(tasks):
         if not isinstance(task, Task):
             raise TaskValidationError(
@@ -44,32 +56,24 @@ def prepare_tasks(
                 index=index,
             )
         spec = registry.get(task.queue_id, task.type)
-        if validate and spec is not None and spec.payload_model is not None:
-            try:
-                spec.payload_model.model_validate(task.payload)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(["payload", *(str(p) for p in first["loc"])])
+        if validate:
+            check_task(task, index, now)
+            if spec is not None and spec.payload_model is not None:
+                _check_model(task, index, spec.payload_model)
+        task_id = task.id or new_id()
+        if task.id:
+            check_id(task, index, task_id)
+            first = seen.get(task_id)
+            if first is not None:
                 raise TaskValidationError(
-                    f"tasks[{index}] ({task.queue_id}/{task.type}): {field}: {first['msg']}. "
-                    f"Fix the payload to match {spec.payload_model.__name__}; "
-                    "no task of this call was added.",
+                    f"{where(task, index)}: id {task_id!r} is also the id of tasks[{first}]; "
+                    f"give each task of a call its own id. {NOTHING_ADDED.capitalize()}.",
                     index=index,
-                    field=field,
-                ) from exc
-        if (
-            task.expires_at is not None
-            and task.execute_at is not None
-            and (task.expires_at <= task.execute_at)
-        ):
-            raise TaskValidationError(
-                f"tasks[{index}] ({task.queue_id}/{task.type}): expires_at is not after "
-                "execute_at, so the task could never run; move expires_at later.",
-                index=index,
-                field="expires_at",
-            )
+                    field="id",
+                )
+            seen[task_id] = index
         update: dict[str, object] = {
-            "id": task.id or new_id(),
+            "id": task_id,
             "status": TaskStatus.SCHEDULED,
             "created_at": task.created_at or now,
             "updated_at": now,
@@ -83,15 +87,24 @@ def prepare_tasks(
             if key is not None:
                 update["partition_key"] = key
         final_key = update.get("partition_key", task.partition_key)
-        if isinstance(final_key, str) and not 1 <= len(final_key) <= MAX_PARTITION_KEY:
-            raise TaskValidationError(
-                f"tasks[{index}] ({task.queue_id}/{task.type}): partition_key has {len(final_key)} "
-                f"characters; give 1 to {MAX_PARTITION_KEY} (the Kinesis limit)",
-                index=index,
-                field="partition_key",
-            )
+        if isinstance(final_key, str):
+            check_partition_key(task, index, final_key)
         out.append(task.copy_with(**update))
     return out
+
+
+def _check_model(task: Task, index: int, model: type[BaseModel]) -> None:
+    try:
+        model.model_validate(task.payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(["payload", *(str(p) for p in first["loc"])])
+        raise TaskValidationError(
+            f"{where(task, index)}: {field}: {first['msg']}. "
+            f"Fix the payload to match {model.__name__}; {NOTHING_ADDED}.",
+            index=index,
+            field=field,
+        ) from exc
 
 
 def _metadata(task: Task, inherit: Mapping[str, str] | None, index: int) -> dict[str, object]:

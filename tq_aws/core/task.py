@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
 from typing import Any
 
@@ -34,6 +34,32 @@ TERMINAL_STATUSES = frozenset(
         TaskStatus.CANCELLED,
     }
 )
+
+
+class _AssumedUtc(tzinfo):
+    """The zone of a time given without one: it reads as UTC, and the mark stays, so
+    ``add_tasks`` can refuse it (a naive ``datetime.now()`` is local time, not UTC)."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return _ZERO
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return _ZERO
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "UTC"
+
+    def __repr__(self) -> str:
+        return "tq_aws.core.task.ASSUMED_UTC"
+
+
+ASSUMED_UTC = _AssumedUtc()
+"""The tzinfo a naive datetime gets when a ``Task`` is built (see ``is_naive``)."""
+
+
+def is_naive(value: datetime) -> bool:
+    """Whether ``value`` was given without a time zone (naive, or marked so by ``Task``)."""
+    return value.tzinfo is None or isinstance(value.tzinfo, _AssumedUtc)
 
 
 def to_utc(value: datetime) -> datetime:
@@ -117,6 +143,9 @@ class Task(BaseModel):
         if value is None:
             return None
         tz = value.tzinfo
+        if tz is None or isinstance(tz, _AssumedUtc):
+            # read as UTC, as before, but marked: add_tasks refuses it with the fix
+            return value.replace(tzinfo=ASSUMED_UTC)
         # already UTC (ours, or pydantic's own fixed zero offset from a "...Z" string): keep it
         # as it is. Only fixed offsets qualify: the engine may compare times under another
         # zero-offset tzinfo, which a zone that is at +00:00 only part of the year is not.

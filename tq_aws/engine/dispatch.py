@@ -8,23 +8,54 @@ never overwritten by it (and the projection store refuses it anyway: it moves fo
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 from tq_aws.core.prepare import prepare_tasks
 from tq_aws.core.projections import build_row
 from tq_aws.core.task import Task, TaskStatus
 from tq_aws.engine.context import EngineContext
-from tq_aws.errors import PublishError
+from tq_aws.errors import PublishError, TaskAlreadyExistsError
 from tq_aws.ports import ScheduledTask
 
 logger = logging.getLogger(__name__)
 
 
+_PLAIN_ID = re.compile(r"[0-9A-Za-z_-]{1,40}")
+_NOT_PLAIN = re.compile(r"[^0-9A-Za-z_-]")
+
+
 def schedule_name(task: Task) -> str:
-    """Deterministic schedule name of a task's next delivery: a repeat is a no-op."""
-    return f"{task.id}.a{task.retry_count}"
+    """Deterministic schedule name of a task's next delivery: a repeat is a no-op.
+
+    ``<id>.a<attempt>`` for an id of at most 40 letters, digits, ``-`` and ``_`` (UUIDs);
+    any other id is named by its digest, ``<up to 16 of its characters>.<sha-256, 32 hex>
+    .a<attempt>``, so every name is one EventBridge Scheduler takes (1 to 64 of
+    ``[0-9A-Za-z-_.]``, room left for suffixes such as the watchdog's ``.h``) and two ids never
+    share a name (a plain name has one dot, a digest name two).
+    """
+    task_id = task.id or ""
+    if _PLAIN_ID.fullmatch(task_id):
+        return f"{task_id}.a{task.retry_count}"
+    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    readable = _NOT_PLAIN.sub("_", task_id[:16]) or "_"
+    return f"{readable}.{digest}.a{task.retry_count}"
+
+
+def already_exists(task: Task, index: int, stored: Task | None) -> TaskAlreadyExistsError:
+    """The error for an explicit id that a stored task already has."""
+    status = f" ({stored.status.value})" if stored is not None else ""
+    return TaskAlreadyExistsError(
+        f"tasks[{index}] ({task.queue_id}/{task.type}): id {task.id!r} is already a stored "
+        f"task{status}; give a new id, or leave id unset for a generated one (a retried call "
+        "may catch TaskAlreadyExistsError: that task was added). No task of this call was "
+        "added.",
+        task_id=task.id or "",
+        index=index,
+    )
 
 
 def scheduled(task: Task, now: datetime) -> ScheduledTask:
@@ -47,21 +78,36 @@ class Dispatcher:
         self._stats = context.stats
         self._include_payload = context.settings.include_payload
 
-    async def dispatch(self, tasks: Sequence[Task]) -> None:
+    async def dispatch(
+        self, tasks: Sequence[Task], *, exclusive: Mapping[str, int] | None = None
+    ) -> None:
         """Make every prepared task durable-or-published. Raises ``PublishError`` if the
-        transport refused them (stored copies stay ``scheduled`` and can be re-added)."""
+        transport refused them (stored copies stay ``scheduled`` and can be re-added).
+
+        Stored tasks whose id is in ``exclusive`` (explicit ids of ``add_tasks``, mapped to
+        their index in the call) are created only if no record has their id, before anything
+        else is written; otherwise ``TaskAlreadyExistsError``. Other stored tasks are put
+        (the engine's own re-adds of children and steps: a repeat is a no-op)."""
         if not tasks:
             return
         now = self._clock.now()
         immediate: list[Task] = []
         future: list[Task] = []
+        to_create: list[Task] = []
         to_store: list[Task] = []
         for task in tasks:
             is_future = task.execute_at is not None and task.execute_at > now
             if is_future or task.force_store:
                 task = task.copy_with(**{"stored": True})
-                to_store.append(task)
+                (to_create if exclusive and task.id in exclusive else to_store).append(task)
             (future if is_future else immediate).append(task)
+        if to_create:
+            assert exclusive is not None
+            created = await self._store.create(to_create)
+            for task, ok in zip(to_create, created, strict=True):
+                if not ok:  # stored meanwhile by another producer
+                    index = exclusive[task.id or ""]
+                    raise already_exists(task, index, await self._store.get(task.id or ""))
         if to_store:
             await self._store.put(to_store)
         await self.project(tasks, "scheduled", now)

@@ -29,7 +29,7 @@ from tq_aws.core.runner import Runner
 from tq_aws.core.task import Entity, Task
 from tq_aws.engine import blobs
 from tq_aws.engine.context import EngineContext, EngineSettings
-from tq_aws.engine.dispatch import Dispatcher, schedule_name
+from tq_aws.engine.dispatch import Dispatcher, already_exists, schedule_name
 from tq_aws.engine.flows import FlowCoordinator
 from tq_aws.engine.handoff import AsyncTaskManager
 from tq_aws.engine.operator import Operator, log_action
@@ -176,10 +176,26 @@ class Engine:
         Due tasks are published; tasks with a future ``execute_at`` are stored ``scheduled``
         and delivered by the Scheduler; ``force_store`` tasks are stored too. The whole call is
         validated first: on ``TaskValidationError`` nothing is added.
+
+        A task given an explicit ``id`` that a stored task already has is refused with
+        ``TaskAlreadyExistsError`` naming the id (the stored task is left as it was).
         """
         prepared = prepare_tasks(tasks, self.registry, self.clock.now())
-        await self._dispatcher.dispatch(prepared)
+        explicit = {t.id or "": i for i, t in enumerate(tasks) if isinstance(t, Task) and t.id}
+        if explicit:
+            await self._refuse_existing(prepared, explicit)
+        await self._dispatcher.dispatch(prepared, exclusive=explicit)
         return [t.id or "" for t in prepared]
+
+    async def _refuse_existing(self, prepared: Sequence[Task], explicit: dict[str, int]) -> None:
+        """Raise ``TaskAlreadyExistsError`` for the first explicit id already stored (one read
+        per explicit id, before anything of the call is written)."""
+        ids = list(explicit)
+        found = await asyncio.gather(*(self.task_store.get(i) for i in ids))
+        for task_id, stored in zip(ids, found, strict=True):
+            if stored is not None:
+                index = explicit[task_id]
+                raise already_exists(prepared[index], index, stored)
 
     def add_tasks_sync(self, tasks: Sequence[Task]) -> list[str]:
         """``add_tasks`` for synchronous code (web apps, scripts): blocks until the tasks are

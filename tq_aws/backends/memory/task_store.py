@@ -8,7 +8,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from tq_aws.core.codec import decode_task, encode_task
+from tq_aws.core.limits import id_problem
 from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
+from tq_aws.errors import TaskValidationError
 from tq_aws.ports import Claim, ClaimState
 
 logger = logging.getLogger(__name__)
@@ -48,10 +50,18 @@ class MemoryTaskStore:
     ) -> list[bool]:
         """Store each task whose ``condition(stored copy or None, task)`` holds, in order (a
         later task of the same id sees the earlier one); return which were written."""
+        for index, task in enumerate(tasks):
+            problem = "is missing" if not task.id else id_problem(task.id)
+            if problem is not None:  # what the DynamoDB store refuses, refused here too
+                raise TaskValidationError(
+                    f"a stored task's id {problem}; add it with add_tasks, which checks ids "
+                    "and assigns one when none is given",
+                    index=index,
+                    field="id",
+                )
         out = []
         for task in tasks:
-            if task.id is None:
-                raise ValueError("a stored task needs an id")
+            assert task.id is not None
             if not condition(self._tasks.get(task.id), task):
                 out.append(False)
                 continue

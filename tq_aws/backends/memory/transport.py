@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from itertools import count
 
 from tq_aws.core.codec import encode_task
+from tq_aws.core.limits import MAX_PARTITION_KEY_CHARS, partition_key_problem
 from tq_aws.core.task import Task
+from tq_aws.errors import InvalidPartitionKeyError
 from tq_aws.ports import Delivery
 
 logger = logging.getLogger(__name__)
@@ -31,9 +33,25 @@ class MemoryTransport:
         self._turn = -1
 
     async def publish(self, tasks: Sequence[Task]) -> None:
+        """Append each task's record to its queue. Every task is encoded and its key checked
+        before any is appended, as the AWS transports check before they send."""
+        records = []
         for task in tasks:
+            key = task.partition_key or task.id
+            if key is not None:
+                problem = partition_key_problem(key)
+                if problem is not None:
+                    raise InvalidPartitionKeyError(
+                        f"task {task.id!r}: its partition key {problem}: give 1 to "
+                        f"{MAX_PARTITION_KEY_CHARS} characters (the Kinesis limit)",
+                        task_id=task.id,
+                        field="partition_key",
+                        value=key,
+                    )
             data = encode_task(task, compress_over=self._compress_over)
-            self.put_raw(task.queue_id, data, task.partition_key or task.id)
+            records.append((task.queue_id, data, key))
+        for queue_id, data, key in records:
+            self.put_raw(queue_id, data, key)
         self.published += len(tasks)
 
     def put_raw(self, queue_id: str, data: bytes, partition_key: str | None = None) -> None:
