@@ -59,8 +59,13 @@ class TaskQueue(Engine):
     Args:
         clock: the source of "now" (``tq_aws.testing.ManualClock`` in tests).
         batch_size: how many records one delivered batch holds at most.
-        transport, task_store, projection_store, flow_store, scheduler, blob_store,
-            poison_store: backends for the ports; each defaults to its memory backend.
+        transport: the backend of the Transport port (default: the memory backend).
+        task_store: the TaskStore backend (default: the memory backend).
+        projection_store: the ProjectionStore backend (default: the memory backend).
+        flow_store: the FlowStore backend (default: the memory backend).
+        scheduler: the Scheduler backend (default: the memory scheduler on the transport).
+        blob_store: the BlobStore backend (default: the memory backend).
+        poison_store: the PoisonStore backend (default: the memory backend).
         source: what ``run_until_idle`` and ``run_worker`` pull batches from; defaults to the
             transport when it can be polled (the memory transport can).
         result_limit: results larger than this many bytes (JSON) go to the blob store.
@@ -187,9 +192,11 @@ class TaskQueue(Engine):
             table: the DynamoDB table (tasks, projections, flows in one table); a name too
                 short for DynamoDB (under 3 characters) is a prefix: ``<table>-store``.
             bucket: S3 bucket for payloads and results over the size limits.
-            scheduler_group, scheduler_role_arn: where schedules live and the role EventBridge
-                Scheduler assumes to deliver them.
-            region, endpoint_url: where AWS is (``endpoint_url`` for a local emulator).
+            scheduler_group: the EventBridge Scheduler group where schedules live.
+            scheduler_role_arn: the role EventBridge Scheduler assumes to deliver them
+                (required on AWS; a loopback ``endpoint_url`` gets a placeholder).
+            region: the AWS region.
+            endpoint_url: one endpoint for every service (a local emulator such as moto).
             clock: the clock (default: the real one). With an injected clock every delay goes
                 through the Scheduler, since SQS ``DelaySeconds`` counts real seconds.
             compress_over: zlib-compress records larger than this many bytes.
@@ -262,7 +269,8 @@ class TaskQueue(Engine):
         """Register a single-task executor ``fn(task, actions)`` (plain or ``async def``).
 
         Args:
-            queue_id, type: the tasks it runs.
+            queue_id: the queue of the tasks it runs.
+            type: the type of the tasks it runs.
             parallel: run the group's tasks ``chunk_size`` at a time (plain functions in threads).
             chunk_size: tasks per concurrent chunk (parallel only; default 10, at least 1).
             retries: retries after a failed attempt (default 0); a task's ``retries`` overrides.

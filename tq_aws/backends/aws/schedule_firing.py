@@ -222,7 +222,10 @@ async def fire_due_schedules(
     Args:
         app_or_scheduler: a TaskQueue or an ``EventBridgeScheduler``; ``None`` with parts.
         now: the time to fire at; defaults to the clock's now.
-        clients, group, clock: explicit parts (override those taken from the app).
+        clients: explicit AWS clients (override the app's).
+        group: explicit schedule group (overrides the app's).
+        clock: explicit clock whose now is used when ``now`` is not given (overrides the
+            app's).
     """
     if app_or_scheduler is not None:
         scheduler = getattr(app_or_scheduler, "scheduler", app_or_scheduler)
