@@ -41,23 +41,38 @@ class ProjectionRow(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     entity_id: str
+    """The entity's id (``Entity.id``)."""
     entity_type: str
+    """The entity's type (``Entity.type``)."""
     task_id: str
     """The task's id, or the flow's id for a flow-level row."""
     task_type: str
+    """The task's type (a flow row: the join's type)."""
     queue_id: str
+    """The task's queue (a flow row: the join's queue)."""
     status: str
+    """``scheduled``, ``processing``, ``executed``, ``failed``, ``ignored``, ``expired`` or
+    ``cancelled``."""
     rank: int
+    """0 for ``scheduled``, 1 for ``processing``, 2 for every terminal status: a row is
+    replaced only by one of higher rank (or the same non-terminal rank, newer version)."""
     version: int
     """Microseconds since the epoch when the row was built; orders writes of the same rank."""
     generation: int = 0
     """How many times an operator retried the task; a later generation supersedes any row of
     an earlier one, a terminal one included."""
     error: str | None = None
+    """The last error of a failed task (or why a flow failed: ``flow_aborted``,
+    ``flow_timeout``)."""
     result: Any = None
+    """What an executed task gave ``actions.success`` (large values come back from the blob
+    store)."""
     payload: Any = None
+    """The task's payload, copied only with ``TaskQueue(include_payload=True)``."""
     created_at: datetime
+    """When the task was added."""
     updated_at: datetime
+    """When this row was written."""
     kind: RowKind = "task"
     """``task``: the row of one task. ``flow``: the flow's own row (``task_id`` is the flow id,
     ``task_type``/``queue_id`` where its join goes, the status the flow's): a flow started
