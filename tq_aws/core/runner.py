@@ -275,10 +275,10 @@ class Runner:
         )
         events = self._events
         if events is not None:
+            await events.task_batch_started(spec.queue_id, spec.type, group)
             if events.tracks_starts:
                 for task in group:
                     await events.task_started(task)
-            await events.task_batch_started(spec.queue_id, spec.type, group)
         began = time.perf_counter()
         try:
             with log_context.bound(ctx):

@@ -130,7 +130,7 @@ class Route:
 
 def provider_label(provider: object) -> str:
     name = getattr(provider, "name", None)
-    return name if isinstance(name, str) and name else type(provider).__qualname__
+    return name if isinstance(name, str) and name else type(provider).__name__
 
 
 def routes_of(provider: object, *, sync: bool, builtin: bool = False) -> dict[str, list[Route]]:
