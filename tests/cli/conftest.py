@@ -28,6 +28,7 @@ class Where:
     flags: list[str]
     env: dict[str, str] = field(default_factory=dict)
     runner: CliRunner = field(default_factory=CliRunner)
+    worker: TaskQueue | None = None
 
     @property
     def aws(self) -> bool:
@@ -52,8 +53,11 @@ class Where:
         return resolve_app(apps.SPEC, self.aws)
 
     def run(self) -> int:
-        """Run every due task, as a worker would."""
-        queue = self.app()
+        """Run every due task, as one worker that lives through the test would (on moto it
+        goes on reading the stream where it stopped)."""
+        if self.worker is None:
+            self.worker = apps.app if not self.aws else apps.register(TaskQueue.from_env())
+        queue = self.worker
 
         async def go() -> int:
             try:

@@ -84,7 +84,7 @@ def load_app(spec: str) -> TaskQueue:
         what = (
             f"the class {target.__name__}"
             if isinstance(target, type)
-            else (f"a {type(target).__name__}")
+            else f"of type {type(target).__name__}"
         )
         usage_error(
             f"--app {spec}: {attr} is {what}, not a tq_aws.TaskQueue; "

@@ -12,8 +12,9 @@ from rich.text import Text
 
 from tq_aws.app import TaskQueue
 from tq_aws.cli.groups import PoisonGroup
-from tq_aws.cli.loading import AppOption, AwsOption, JsonOption, resolve_app
-from tq_aws.cli.render import add_row, console, short, table, when
+from tq_aws.cli.loading import AppOption, AwsOption, JsonOption, resolve_app, usage_error
+from tq_aws.cli.render import add_row, console, emit_json, short, table, when
+from tq_aws.cli.tasks import ActorOption, actor_name, parse_time
 from tq_aws.core.poison import PoisonRecord
 
 poison = typer.Typer(
@@ -73,18 +74,21 @@ def list_records(
     records = asyncio.run(read())
     if as_json:
         for record in records:
-            typer.echo(record.model_dump_json())
+            emit_json({"key": record.key, **record.model_dump(mode="json")})
         return
     out = console()
     if not records:
         out.print("no poison records")
         return
-    grid = table(f"poison records (newest first, at most {limit})", "position", "seen", "reason")
+    grid = table(
+        f"poison records (newest first, at most {limit})", "position", "key", "seen", "reason"
+    )
     grid.add_column("error / data", overflow="fold")
     for record in records:
         add_row(
             grid,
             f"{record.queue_id} {record.position}",
+            record.key,
             when(record.seen_at),
             record.reason,
             Text.assemble(
@@ -95,4 +99,50 @@ def list_records(
     out.print(grid)
 
 
-__all__ = ["list_records", "newest_first", "poison", "position_key", "recent"]
+@poison.command("redrive")
+def redrive(
+    keys: Annotated[
+        list[str] | None, typer.Argument(help="the records' keys (as poison list shows them)")
+    ] = None,
+    reason: Annotated[
+        str | None, typer.Option(help="only records of this reason (e.g. unknown_version)")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="only records of this stream, queue URL or id")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="only records first seen at or after this ISO time")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="every kept record (without keys or a filter)")
+    ] = False,
+    actor: ActorOption = None,
+    app: AppOption = None,
+    aws: AwsOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Add the tasks of poison records that decode now (after a fix); a redrive sent twice adds
+    each task once."""
+    who = actor_name(actor)
+    chosen = bool(keys) or reason is not None or source is not None or since is not None
+    if not chosen and not every:
+        usage_error("poison redrive: give record keys, --reason, --source or --since, or --all")
+    when_seen = parse_time("--since", since)
+    queue = resolve_app(app, aws)
+
+    async def go() -> int:
+        try:
+            return await queue.redrive_poison(
+                keys or None, reason=reason, queue_id=source, since=when_seen, actor=who
+            )
+        finally:
+            await queue.aclose()
+
+    added = asyncio.run(go())
+    if as_json:
+        emit_json({"added": added})
+    else:
+        typer.echo(f"redrove poison records: {added} task(s) added")
+
+
+__all__ = ["list_records", "newest_first", "poison", "position_key", "recent", "redrive"]

@@ -13,7 +13,7 @@ from tq_aws.cli.enqueue import enqueue
 from tq_aws.cli.flows import flow
 from tq_aws.cli.poison import poison
 from tq_aws.cli.status import status
-from tq_aws.cli.tasks import cancel, task
+from tq_aws.cli.tasks import cancel, retry, task
 from tq_aws.cli.worker import worker
 
 cli = typer.Typer(
@@ -67,6 +67,7 @@ cli.command()(enqueue)
 cli.add_typer(status, name="status")
 cli.command()(flow)
 cli.command()(task)
+cli.command()(retry)
 cli.command()(cancel)
 cli.add_typer(poison, name="poison")
 

@@ -59,14 +59,14 @@ async def _local(app: TaskQueue, spec: str, grace_seconds: float) -> None:
     source = app.source
     if source is None:
         usage_error(f"worker --local --app {spec}: the app has no polling source to run from")
-    typer.echo(
-        f"tq-aws worker --local: running {spec} (executors: {executors(app)}) on "
-        f"{backends(app)}, batches of up to {app.batch_size}; "
-        "SIGINT/SIGTERM stop after the batch in hand"
-    )
     stop = asyncio.Event()
     try:
         with StopSignals(stop.set, "stopping after the batch in hand"):
+            typer.echo(
+                f"tq-aws worker --local: running {spec} (executors: {executors(app)}) on "
+                f"{backends(app)}, batches of up to {app.batch_size}; "
+                "SIGINT/SIGTERM stop after the batch in hand"
+            )
             batches = await run_local(app, source, stop, grace_seconds=grace_seconds)
     finally:
         await app.aclose()
