@@ -61,8 +61,15 @@ def start(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
         )
         with stderr_path.open("w") as err:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "tq_aws.cli", "worker", "--local"]
-                + ["--app", "tests.cli.local_app:app"],
+                [
+                    sys.executable,
+                    "-m",
+                    "tq_aws.cli",
+                    "worker",
+                    "--local",
+                    "--app",
+                    "tests.cli.local_app:app",
+                ],
                 env=env,
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
