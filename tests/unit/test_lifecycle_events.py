@@ -610,3 +610,13 @@ async def test_a_worker_that_ends_on_an_error_says_so(app: TaskQueue, log: Log) 
     ]
     assert [e.reason for e in log.of(WorkerStopped)] == ["error"]
     assert [e.reason for e in log.of(ConsumerStopped)] == ["error"]
+
+
+def test_every_event_is_documented_with_its_payload() -> None:
+    from pathlib import Path
+
+    from tq_aws.core.lifecycle import EVENT_TYPES
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    for event in EVENT_TYPES:
+        assert f"| `on_{event.name}` | `{event.__name__}` |" in text, event.name
