@@ -17,7 +17,7 @@ import pytest
 from tests.support.aws import unique
 from tq_aws import TaskQueue
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings
-from tq_aws.backends.aws.sqs import SqsSource, SqsTransport, deduplication_id_of
+from tq_aws.backends.aws.sqs import SqsSource, SqsTransport, deduplication_id_of, group_id_of
 from tq_aws.backends.memory.blob_store import MemoryBlobStore
 from tq_aws.core.codec import decode_sqs_body, decode_task, encode_sqs_body
 from tq_aws.core.task import Task
@@ -159,14 +159,27 @@ async def test_fifo_same_attempt_is_delivered_once_and_a_retry_again(env: Env) -
     assert {d.partition_key for d in got} == {"k"}
 
 
-async def test_fifo_group_id_over_128_characters_is_refused(env: Env) -> None:
+async def test_fifo_group_ids_sqs_would_not_take_are_sent_as_their_digest(env: Env) -> None:
+    """Any key add_tasks accepts works on a FIFO queue: one over 128 characters, or with
+    characters SQS does not take (an emoji), is sent as its SHA-256, the same for the same key,
+    so the key's order holds."""
     transport = SqsTransport(env.fifo_url, env.clients)
-    with pytest.raises(InvalidPartitionKeyError) as caught:
-        await transport.publish([make(1, "ok"), make(2, "g" * 129)])
-    assert caught.value.field == "partition_key" and caught.value.task_id == "t-0002"
-    assert env.raw_messages(env.fifo_url) == []
-    await transport.publish([make(3, "g" * 128)])  # the longest accepted
-    assert len(env.raw_messages(env.fifo_url)) == 1
+    long_key, emoji = "g" * 129, "caf\u00e9 \U0001f600"
+    await transport.publish(
+        [make(1, "ok"), make(2, long_key), make(3, emoji), make(4, long_key), make(5, "g" * 128)]
+    )
+    got = await drain(SqsSource(env.fifo_url, env.clients))
+    groups = {d.task.id: d.partition_key for d in got if d.task}
+    assert groups["t-0001"] == "ok" and groups["t-0005"] == "g" * 128
+    assert groups["t-0002"] == groups["t-0004"] == group_id_of(make(2, long_key))
+    assert groups["t-0003"] == group_id_of(make(3, emoji)) != groups["t-0002"]
+    assert all(len(groups[t]) == 64 for t in ("t-0002", "t-0003"))
+    assert [d.task.id for d in got if d.task and d.partition_key == groups["t-0002"]] == [
+        "t-0002",
+        "t-0004",
+    ]
+    with pytest.raises(InvalidPartitionKeyError):
+        group_id_of(Task(type="send", queue_id=QUEUE))  # neither key nor id
 
 
 def test_long_or_odd_task_ids_get_a_hashed_deduplication_id() -> None:

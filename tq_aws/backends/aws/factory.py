@@ -25,6 +25,7 @@ from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.s3 import S3BlobStore
 from tq_aws.backends.aws.scheduler import EventBridgeScheduler
 from tq_aws.backends.memory import MemoryBlobStore
+from tq_aws.core.limits import MAX_RECORD_BYTES
 from tq_aws.errors import ConfigurationError
 from tq_aws.ports import Clock, Ports
 
@@ -138,7 +139,8 @@ def build(config: AwsConfig, clock: Clock) -> tuple[Ports, AwsResources]:
         blob_store=blob_store,
         compress_over=config.compress_over,
         max_record_bytes=config.max_record_bytes,
-        max_message_bytes=min(config.max_record_bytes, 1_048_576),  # SQS takes at most 1 MiB
+        # SQS takes at most 1 MiB
+        max_message_bytes=min(config.max_record_bytes, MAX_RECORD_BYTES),
     )
     role = config.scheduler_role_arn or _default_role(settings)
     simulate = settings.is_local if config.fire_schedules is None else config.fire_schedules
@@ -151,6 +153,7 @@ def build(config: AwsConfig, clock: Clock) -> tuple[Ports, AwsResources]:
         sqs_delay=transport if transport.sqs else None,  # sends each task to its own queue
         simulate_firing=simulate,
         dead_letter_arn=config.scheduler_dead_letter_arn,
+        blob_store=blob_store,
     )
     table = dynamodb_table_name(config.table)
     stores = dynamodb.build_stores(table, settings, blob_store=blob_store, now=clock.now)

@@ -61,21 +61,24 @@ from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
 from tq_aws.backends.aws.kinesis_shards import list_shards, record_delivery, shard_iterator
 from tq_aws.core.codec import encode_task
+from tq_aws.core.limits import (
+    KINESIS_MAX_BYTES_PER_CALL,
+    KINESIS_MAX_GET_RECORDS,
+    KINESIS_MAX_PARTITION_KEY_CHARS,
+    KINESIS_MAX_RECORDS_PER_CALL,
+    MAX_RECORD_BYTES,
+)
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, InvalidPartitionKeyError
 from tq_aws.ports import BlobStore, Delivery
 
 logger = logging.getLogger(__name__)
 
-MAX_PARTITION_KEY_LENGTH = 256
-"""Kinesis partition keys are 1 to 256 characters."""
-
-MAX_RECORDS_PER_CALL = 500
-MAX_BYTES_PER_CALL = 5 * 1024 * 1024
-"""``PutRecords`` limits: 500 records and 5 MiB of data plus partition keys per call."""
-
-MAX_GET_RECORDS = 10_000
-"""``GetRecords`` returns at most this many records per call."""
+# The service limits live in tq_aws.core.limits; these names stay for importers.
+MAX_PARTITION_KEY_LENGTH = KINESIS_MAX_PARTITION_KEY_CHARS
+MAX_RECORDS_PER_CALL = KINESIS_MAX_RECORDS_PER_CALL
+MAX_BYTES_PER_CALL = KINESIS_MAX_BYTES_PER_CALL
+MAX_GET_RECORDS = KINESIS_MAX_GET_RECORDS
 
 ShardStart = Literal["TRIM_HORIZON", "LATEST"]
 
@@ -135,7 +138,7 @@ class KinesisTransport:
         clients: AwsClients,
         *,
         blob_store: BlobStore | None = None,
-        max_record_bytes: int = 1_048_576,
+        max_record_bytes: int = MAX_RECORD_BYTES,
         compress_over: int | None = None,
         max_attempts: int = 8,
         base_backoff: float = 0.05,

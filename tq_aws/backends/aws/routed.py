@@ -19,6 +19,7 @@ from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.backends.aws.kinesis import KinesisSource, KinesisTransport, ShardStart
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
 from tq_aws.backends.aws.sqs import SqsSource, SqsTransport
+from tq_aws.core.limits import MAX_RECORD_BYTES
 from tq_aws.core.task import Task
 from tq_aws.errors import ConfigurationError, PublishError, RecordsNotPublishedError
 from tq_aws.ports import BlobStore, Delivery, PollingSource
@@ -77,8 +78,8 @@ class RoutedTransport:
         *,
         blob_store: BlobStore | None = None,
         compress_over: int | None = None,
-        max_record_bytes: int = 1_048_576,
-        max_message_bytes: int = 1_048_576,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+        max_message_bytes: int = MAX_RECORD_BYTES,
         max_attempts: int = 8,
         base_backoff: float = 0.05,
     ) -> RoutedTransport:

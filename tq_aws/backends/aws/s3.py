@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -15,9 +17,27 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_EXPIRE_AFTER_DAYS = 30
 
+_PLAIN_SEGMENT = re.compile(r"[0-9A-Za-z_-][0-9A-Za-z_.=-]{0,127}")
+
+
+def object_key(key: str) -> str:
+    """The S3 object key (below the prefix) of the blob key ``key``: each ``/``-separated
+    segment as it is when it is at most 128 letters, digits, ``-``, ``_``, ``.`` or ``=`` not
+    starting with a dot (every id the framework makes), else ``~`` and its SHA-256 in hex.
+
+    So a blob key built from any task id (``a#b``, emoji, ``..``) is a plain object key that
+    no URL normalises, and two keys never share an object (``~`` is never in a kept segment).
+    """
+    return "/".join(
+        part
+        if _PLAIN_SEGMENT.fullmatch(part)
+        else "~" + hashlib.sha256(part.encode("utf-8", "surrogatepass")).hexdigest()
+        for part in key.split("/")
+    )
+
 
 class S3BlobStore:
-    """Blobs as S3 objects; the reference is ``s3://<bucket>/<prefix><key>``.
+    """Blobs as S3 objects; the reference is ``s3://<bucket>/<prefix><object_key(key)>``.
 
     Args:
         bucket: the bucket (create it, with its lifecycle rule, with ``ensure_bucket``).
@@ -42,8 +62,8 @@ class S3BlobStore:
         self.clients = clients
 
     def ref_for(self, key: str) -> str:
-        """The reference ``put(key, ...)`` returns."""
-        return f"s3://{self.bucket}/{self.prefix}{key}"
+        """The reference ``put(key, ...)`` returns (its object key is ``object_key(key)``)."""
+        return f"s3://{self.bucket}/{self.prefix}{object_key(key)}"
 
     async def put(self, key: str, data: bytes) -> str:
         """Store ``data`` under ``prefix + key`` (replacing any earlier blob); return its
@@ -51,8 +71,9 @@ class S3BlobStore:
         if not key:
             raise ConfigurationError("blob key is empty; give a key such as 'payload/<task id>'")
         s3 = await self.clients.get("s3")
-        await s3.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=bytes(data))
-        return self.ref_for(key)
+        ref = self.ref_for(key)
+        await s3.put_object(Bucket=self.bucket, Key=self._key(ref), Body=bytes(data))
+        return ref
 
     async def get(self, ref: str) -> bytes:
         """The bytes at ``ref``.
@@ -129,4 +150,4 @@ class S3BlobStore:
         )
 
 
-__all__ = ["BlobNotFoundError", "InvalidBlobRefError", "S3BlobStore"]
+__all__ = ["BlobNotFoundError", "InvalidBlobRefError", "S3BlobStore", "object_key"]

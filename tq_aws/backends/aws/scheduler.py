@@ -3,9 +3,11 @@ Scheduler one-time schedules for everything else.
 
 A schedule's target is the stream (Kinesis ``PutRecord``) or the queue (SQS ``SendMessage``)
 itself: no Lambda in between. Its input is the codec's JSON text of the task (schedule input is
-text, so never the compressed form). Names are deterministic (``<task id>.a<attempt>``), so a
-repeated create is a no-op (``ConflictException``), and ``ActionAfterCompletion=DELETE`` frees
-the name once the schedule has fired.
+text, so never the compressed form; over 256 KB, its payload goes to the blob store as for a
+record). Names are deterministic (the engine's ``schedule_name``: ``<task id>.a<attempt>``, or a
+digest of an id EventBridge would not take), so a repeated create is a no-op
+(``ConflictException``), and ``ActionAfterCompletion=DELETE`` frees the name once the schedule
+has fired.
 
 EventBridge fires schedules by itself; nothing here polls. moto stores schedules but never fires
 them: a scheduler built with ``simulate_firing=True`` (loopback endpoints only) gets a
@@ -24,8 +26,10 @@ from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
+from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
+from tq_aws.backends.aws.sqs import group_id_of
 from tq_aws.backends.aws.schedule_firing import (
     fire_due_in_group,
     next_due_in_group,
@@ -33,26 +37,30 @@ from tq_aws.backends.aws.schedule_firing import (
 )
 from tq_aws.backends.clock import SystemClock
 from tq_aws.core.codec import encode_task
+from tq_aws.core.limits import (
+    SCHEDULE_MAX_INPUT_BYTES,
+    SCHEDULE_MAX_NAME_CHARS,
+    SQS_MAX_DELAY_SECONDS,
+)
 from tq_aws.core.task import Task, to_utc
 from tq_aws.errors import (
     ConfigurationError,
     InvalidScheduleNameError,
+    RecordTooLargeError,
     ScheduleInputTooLargeError,
 )
-from tq_aws.ports import Clock, ScheduledTask
+from tq_aws.ports import BlobStore, Clock, ScheduledTask
 
 logger = logging.getLogger(__name__)
 
-MAX_SQS_DELAY_SECONDS = 900
-"""SQS ``DelaySeconds`` upper bound (15 minutes)."""
-
-MAX_SCHEDULE_INPUT_BYTES = 256 * 1024
-"""EventBridge Scheduler's limit on a schedule's payload (the target input), 256 KB."""
+# The service limits live in tq_aws.core.limits; these names stay for importers.
+MAX_SQS_DELAY_SECONDS = SQS_MAX_DELAY_SECONDS
+MAX_SCHEDULE_INPUT_BYTES = SCHEDULE_MAX_INPUT_BYTES
 
 DEFAULT_MAX_EVENT_AGE_SECONDS = 86_400
 DEFAULT_MAX_RETRY_ATTEMPTS = 185
 
-_NAME = re.compile(r"[0-9A-Za-z_.\-]{1,64}")
+_NAME = re.compile(rf"[0-9A-Za-z_.\-]{{1,{SCHEDULE_MAX_NAME_CHARS}}}")
 
 
 class SqsDelaySender(Protocol):
@@ -112,6 +120,9 @@ class EventBridgeScheduler:
         simulate_firing: give the scheduler a ``fire_due(now)`` (and ``next_due()``) that
             performs due schedules itself, for emulators that never fire them (moto). Only for
             loopback endpoints; on AWS, EventBridge fires them.
+        blob_store: where the payload of a task whose JSON is over ``max_input_bytes`` goes
+            (claim check, as for records); without one, such a task raises
+            ``ScheduleInputTooLargeError``.
 
     Example:
         >>> scheduler = EventBridgeScheduler(
@@ -143,6 +154,7 @@ class EventBridgeScheduler:
         max_input_bytes: int = MAX_SCHEDULE_INPUT_BYTES,
         concurrency: int = 16,
         simulate_firing: bool = False,
+        blob_store: BlobStore | None = None,
     ):
         validate_schedule_name(group, field="group")
         if not role_arn or not role_arn.startswith("arn:"):
@@ -180,6 +192,7 @@ class EventBridgeScheduler:
             "MaximumRetryAttempts": max_retry_attempts,
         }
         self.max_input_bytes = max_input_bytes
+        self.blob_store = blob_store
         self._concurrency = concurrency
         self._arns: dict[tuple[str, str], str] = {}
         self._arn_lookups: dict[tuple[str, str], asyncio.Future[str]] = {}
@@ -197,6 +210,7 @@ class EventBridgeScheduler:
         A schedule of a name already pending is a no-op."""
         now = self.clock.now()
         jobs: list[Callable[[], Awaitable[None]]] = []
+        planned: list[tuple[ScheduledTask, KinesisRoute | SqsRoute, str, int, float]] = []
         for entry in entries:
             validate_schedule_name(entry.name)
             task = entry.task
@@ -213,21 +227,48 @@ class EventBridgeScheduler:
                 continue
             text = schedule_input(task)
             size = len(text.encode("utf-8"))
+            if size > self.max_input_bytes and self.blob_store is None:
+                raise self._too_large(entry, size)
+            planned.append((entry, route, text, size, delay))
+        for entry, route, text, size, delay in planned:
             if size > self.max_input_bytes:
-                raise ScheduleInputTooLargeError(
-                    f"task {task.id!r} (schedule {entry.name!r}) is {size} bytes as JSON; "
-                    f"EventBridge Scheduler takes at most {self.max_input_bytes} bytes of "
-                    "input: keep the payload in the blob store (claim check) before scheduling",
-                    task_id=task.id,
-                    name=entry.name,
-                    size=size,
-                    limit=self.max_input_bytes,
-                )
+                text = await self._fit(entry, size)
             if delay <= 0:
-                jobs.append(self._deliver_now_job(route, task, text))
+                jobs.append(self._deliver_now_job(route, entry.task, text))
             else:
                 jobs.append(self._create_job(entry, route, text))
         await self._bounded(jobs)
+
+    def _too_large(self, entry: ScheduledTask, size: int) -> ScheduleInputTooLargeError:
+        return ScheduleInputTooLargeError(
+            f"task {entry.task.id!r} (schedule {entry.name!r}) is {size} bytes as JSON; "
+            f"EventBridge Scheduler takes at most {self.max_input_bytes} bytes of input: give "
+            "the scheduler a blob store (blob_store=, the claim check) to keep the payload, or "
+            "shrink the task",
+            task_id=entry.task.id,
+            name=entry.name,
+            size=size,
+            limit=self.max_input_bytes,
+        )
+
+    async def _fit(self, entry: ScheduledTask, size: int) -> str:
+        """The input of a task over the limit with its payload in the blob store (the engine
+        reads it back at delivery, as for a record)."""
+
+        def encode(task: Task) -> tuple[str, int]:
+            text = schedule_input(task)
+            return text, len(text.encode("utf-8"))
+
+        try:
+            return await fit_record(
+                entry.task,
+                encode,
+                limit=self.max_input_bytes,
+                blob_store=self.blob_store,
+                what="schedule input",
+            )
+        except RecordTooLargeError as exc:
+            raise self._too_large(entry, exc.size) from exc
 
     async def cancel(self, names: Sequence[str]) -> None:
         """Delete the pending schedules of these names; unknown or fired ones are ignored.
@@ -308,8 +349,8 @@ class EventBridgeScheduler:
             target["KinesisParameters"] = {"PartitionKey": key}
         else:
             target["Arn"] = await self._queue_arn(route.queue_url)
-            if route.fifo:
-                target["SqsParameters"] = {"MessageGroupId": key}
+            if route.fifo:  # the group the SQS transport would give it
+                target["SqsParameters"] = {"MessageGroupId": group_id_of(task)}
         return target
 
     async def _stream_arn(self, stream: str) -> str:

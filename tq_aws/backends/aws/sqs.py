@@ -12,11 +12,12 @@ one with exponential backoff and full jitter (those SQS blames on the sender are
 then a ``RecordsNotPublishedError`` lists the tasks not published.
 
 On a FIFO queue (URL ending ``.fifo``) the ``MessageGroupId`` is the task's partition key (else
-its id) and the ``MessageDeduplicationId`` is ``<task id>.a<retry_count>``, so the same attempt
-sent twice within SQS's five-minute window is delivered once while a retry is a new message.
-As on Kinesis, a failed entry does not stop the entries after it in the same call, so a call
-holds at most one message per group and a message goes out only once the earlier ones of its
-group were accepted. Standard queues do not order messages, so their calls are filled up.
+its id; its digest when SQS would not take it) and the ``MessageDeduplicationId`` is
+``<task id>.a<retry_count>``, so the same attempt sent twice within SQS's five-minute window is
+delivered once while a retry is a new message. As on Kinesis, a failed entry does not stop the
+entries after it in the same call, so a call holds at most one message per group and a message
+goes out only once the earlier ones of its group were accepted. Standard queues do not order
+messages, so their calls are filled up.
 
 Consuming (``SqsSource``): ``ReceiveMessage`` (at most 10 per call), ``ack`` =
 ``DeleteMessageBatch``, ``nack`` = ``ChangeMessageVisibilityBatch`` to 0.
@@ -40,6 +41,12 @@ from tq_aws.backends.aws.batching import (
 from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients
 from tq_aws.core.codec import decode_sqs_body, encode_sqs_body, encode_task
+from tq_aws.core.limits import (
+    MAX_RECORD_BYTES,
+    SQS_MAX_BATCH_ENTRIES,
+    SQS_MAX_DELAY_SECONDS,
+    SQS_MAX_FIFO_ID_CHARS,
+)
 from tq_aws.core.task import Task
 from tq_aws.errors import (
     AcknowledgeError,
@@ -53,35 +60,33 @@ from tq_aws.ports import BlobStore, Delivery
 
 logger = logging.getLogger(__name__)
 
-MAX_BATCH_ENTRIES = 10
-"""``SendMessageBatch``, ``DeleteMessageBatch``, ``ChangeMessageVisibilityBatch`` and
-``ReceiveMessage`` handle at most 10 messages per call."""
-
-MAX_DELAY_SECONDS = 900
-MAX_FIFO_ID_LENGTH = 128
+MAX_BATCH_ENTRIES = SQS_MAX_BATCH_ENTRIES
+MAX_DELAY_SECONDS = SQS_MAX_DELAY_SECONDS
+MAX_FIFO_ID_LENGTH = SQS_MAX_FIFO_ID_CHARS
 """``MessageGroupId`` and ``MessageDeduplicationId``: 1 to 128 characters of this set."""
 _FIFO_ID = re.compile(r"[0-9A-Za-z!\"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~]{1,128}")
 
 
 def group_id_of(task: Task) -> str:
-    """The FIFO ``MessageGroupId``: the task's partition key, else its id.
+    """The FIFO ``MessageGroupId``: the task's partition key, else its id; its SHA-256 in hex
+    when that is longer than 128 characters or holds characters SQS does not take (the same
+    key always gives the same group, so its order holds).
 
     Raises:
-        InvalidPartitionKeyError: the key is empty, longer than 128 characters or holds
-            characters SQS does not take.
+        InvalidPartitionKeyError: the task has neither a partition key nor an id.
     """
     key = task.partition_key or task.id or ""
-    if not _FIFO_ID.fullmatch(key):
-        source = "partition_key" if task.partition_key else "id"
+    if _FIFO_ID.fullmatch(key):
+        return key
+    if not key:
         raise InvalidPartitionKeyError(
-            f"task {task.id!r}: its {source} {key[:40]!r} cannot be an SQS MessageGroupId "
-            f"(1 to {MAX_FIFO_ID_LENGTH} letters, digits or ASCII punctuation): give it a "
-            "shorter partition_key of those characters",
+            f"task of type {task.type!r} has neither partition_key nor id: give it an id "
+            "(add_tasks assigns one) or a partition_key",
             task_id=task.id,
             field="partition_key",
             value=key,
         )
-    return key
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def deduplication_id_of(task: Task) -> str:
@@ -90,7 +95,7 @@ def deduplication_id_of(task: Task) -> str:
     value = f"{task.id}.a{task.retry_count}"
     if _FIFO_ID.fullmatch(value):
         return value
-    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class SqsTransport:
@@ -120,7 +125,7 @@ class SqsTransport:
         clients: AwsClients,
         *,
         blob_store: BlobStore | None = None,
-        max_message_bytes: int = 1_048_576,
+        max_message_bytes: int = MAX_RECORD_BYTES,
         compress_over: int | None = None,
         max_attempts: int = 8,
         base_backoff: float = 0.05,

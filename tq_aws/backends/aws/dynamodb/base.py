@@ -12,12 +12,14 @@ from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb.calls import in_thread, query_all
 from tq_aws.backends.aws.dynamodb.items import pack, unpack, validate_limits
 from tq_aws.backends.aws.dynamodb.models import ConditionFailed, TableModels, table_models
+from tq_aws.core import limits
 from tq_aws.ports import BlobStore
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_ITEM_LIMIT = 350_000
-"""The largest JSON document a store keeps in an item, in bytes, unless told otherwise."""
+DEFAULT_ITEM_LIMIT = limits.DEFAULT_ITEM_LIMIT
+"""The largest JSON document a store keeps in an item, in bytes, unless told otherwise (the
+limit lives in ``tq_aws.core.limits``)."""
 
 
 class DynamoStore:

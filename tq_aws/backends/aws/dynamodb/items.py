@@ -19,15 +19,16 @@ import pydantic_core
 
 from tq_aws.backends.aws.dynamodb.calls import gather_all
 from tq_aws.core.claim_check import MARKER, blob_ref
+from tq_aws.core.limits import DYNAMODB_MAX_ITEM_BYTES
 from tq_aws.core.task import to_utc
 from tq_aws.errors import ConfigurationError, ItemTooLargeError
 from tq_aws.ports import BlobStore
 
 logger = logging.getLogger(__name__)
 
-DYNAMODB_ITEM_MAX = 400_000
+DYNAMODB_ITEM_MAX = DYNAMODB_MAX_ITEM_BYTES
 """The largest ``item_limit`` accepted: DynamoDB's item limit is 400 KB, attribute names and
-the attributes beside the JSON included."""
+the attributes beside the JSON included (``tq_aws.core.limits``)."""
 
 
 def iso(value: datetime | None) -> str | None:

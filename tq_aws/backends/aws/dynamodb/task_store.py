@@ -11,6 +11,7 @@ from tq_aws.backends.aws.dynamodb.base import DynamoStore
 from tq_aws.backends.aws.dynamodb.calls import gather_all, in_key_order
 from tq_aws.backends.aws.dynamodb.items import expiry, from_iso, iso
 from tq_aws.backends.aws.dynamodb.models import TASK_SK, ConditionFailed, task_pk
+from tq_aws.core.limits import id_problem
 from tq_aws.core.task import TERMINAL_STATUSES, Task, TaskStatus
 from tq_aws.errors import TaskValidationError
 from tq_aws.ports import Claim, ClaimState
@@ -79,6 +80,8 @@ class DynamoTaskStore(DynamoStore):
         return await in_key_order([t.id or "" for t in tasks], create_one)
 
     async def get(self, task_id: str) -> Task | None:
+        if id_problem(task_id) is not None:
+            return None  # no stored task can have it: DynamoDB would refuse the key
         raw = await self._get_item(task_pk(task_id), TASK_SK)
         return None if raw is None else await self._decode(raw)
 
@@ -93,6 +96,8 @@ class DynamoTaskStore(DynamoStore):
     async def cancel(self, task_id: str, now: datetime) -> Task | None:
         """Move a ``scheduled`` record to ``cancelled`` and return it; ``None`` if it was not
         scheduled."""
+        if id_problem(task_id) is not None:
+            return None
         model = self.models.task
         actions = [
             model.status.set(TaskStatus.CANCELLED.value),
@@ -167,9 +172,12 @@ class DynamoTaskStore(DynamoStore):
 
     async def _items(self, tasks: Sequence[Task]) -> list[Any]:
         for index, task in enumerate(tasks):
-            if not task.id:
+            # the id is in the item's key: refused here with the fix, not by DynamoDB
+            problem = "is missing" if not task.id else id_problem(task.id)
+            if problem is not None:
                 raise TaskValidationError(
-                    "a stored task needs an id; add it with add_tasks, which assigns one",
+                    f"a stored task's id {problem}; add it with add_tasks, which checks ids "
+                    "and assigns one when none is given",
                     index=index,
                     field="id",
                 )
