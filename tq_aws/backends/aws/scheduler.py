@@ -29,12 +29,12 @@ from botocore.exceptions import ClientError
 from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
 from tq_aws.backends.aws.routing import KinesisRoute, Routing, SqsRoute
-from tq_aws.backends.aws.sqs import group_id_of
 from tq_aws.backends.aws.schedule_firing import (
     fire_due_in_group,
     next_due_in_group,
     perform_target_action,
 )
+from tq_aws.backends.aws.sqs import group_id_of
 from tq_aws.backends.clock import SystemClock
 from tq_aws.core.codec import encode_task
 from tq_aws.core.limits import (
