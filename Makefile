@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit infra bench lock clean
+.PHONY: demo test lint typecheck imports unit infra docs docs-lock interop bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,9 @@ imports: $(STAMP)
 	$(BIN)/lint-imports
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --ignore=tests/interop
 
-test: lint typecheck imports unit infra
+test: lint typecheck imports unit infra docs
 
 # Deploy templates and CDK app: linters, policy checks, drift and the offline rehearsal. The
 # tools live in their own environments (aws-sam-cli and checkov pin packages of their own);
@@ -67,6 +67,39 @@ infra: $(STAMP) $(INFRA_STAMP) $(SAM_STAMP) $(CHECKOV_STAMP) $(CDK_CLI_STAMP)
 	$(BIN)/ruff check lambdas infra tests/infra
 	$(BIN)/ruff format --check lambdas infra tests/infra
 	.venv-infra/bin/python -m pytest tests/infra
+
+# The docs site: mkdocs-material + mkdocstrings in .venv-docs (docs/requirements.lock, nothing
+# else: the API reference reads tq_aws from the source tree), built offline and strictly.
+DOCS_STAMP := .venv-docs/.installed
+
+$(DOCS_STAMP): docs/requirements.lock
+	test -x .venv-docs/bin/python || $(PYTHON) -m venv .venv-docs
+	.venv-docs/bin/python -m pip install --quiet --upgrade pip
+	.venv-docs/bin/python -m pip install --quiet -r docs/requirements.lock
+	touch $@
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 .venv-docs/bin/mkdocs build --strict --quiet
+
+# Re-resolve docs/requirements.lock from docs/requirements.in (needs the registry).
+docs-lock:
+	rm -rf .venv-docs-lock && $(PYTHON) -m venv .venv-docs-lock
+	.venv-docs-lock/bin/python -m pip install --quiet --upgrade pip
+	.venv-docs-lock/bin/python -m pip install --quiet -r docs/requirements.in
+	{ echo "# .venv-docs: resolved from docs/requirements.in (make docs-lock); installed alone."; \
+	  .venv-docs-lock/bin/python -m pip freeze; } > docs/requirements.lock
+	rm -rf .venv-docs-lock
+
+# Producers in other languages: a Node.js script on the AWS SDK for JavaScript v3 puts records
+# on a moto server, tq-aws consumers run them (tests/interop; npm ci from the lock file).
+INTEROP_STAMP := tests/interop/node/node_modules/.installed
+
+$(INTEROP_STAMP): tests/interop/node/package.json tests/interop/node/package-lock.json
+	cd tests/interop/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+interop: $(STAMP) $(INTEROP_STAMP)
+	$(BIN)/python -m pytest tests/interop
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
