@@ -15,7 +15,10 @@ from aws_lambda_powertools import Logger
 
 from tests.support.events import make_task
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
+from tq_aws.core.codec import encode_task
 from tq_aws.core.lifecycle import FAILURE_LOGGER
+from tq_aws.core.prepare import prepare_tasks
+from tq_aws.ports import Delivery
 from tq_aws.runtimes.aws_lambda.observability import powertools_logger
 from tq_aws.testing import ManualClock
 
@@ -178,3 +181,21 @@ async def test_with_a_powertools_logger_the_lines_are_json_with_their_fields(
     )
     assert first["service"] == "payments" and first["attempt"] == 1
     assert failures[-1]["total_attempts"] == 3
+
+
+async def test_a_record_parked_after_its_deliveries_ran_out_is_one_error(
+    clock: ManualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = TaskQueue(clock=clock, worker_id="w-1", max_deliveries=2)
+    task = prepare_tasks([make_task()], app.registry, clock.now())[0]
+    delivery = Delivery.decode("q", encode_task(task), "q:7", deliveries=2)
+    caplog.set_level(logging.INFO)
+    parked = await app.processor.settle_unrecorded([delivery], RuntimeError("the table refused the write"))
+    assert parked == [delivery]
+    [line] = failure_records(caplog)
+    [kept] = await app.poison_records()
+    assert line.levelno == logging.ERROR
+    assert line.getMessage() == (
+        f"record at q:7 of q parked in the poison store ({kept.reason}): {kept.error}"
+    )
+    assert "the table refused the write" in kept.error
