@@ -80,17 +80,16 @@ async def test_the_logger_provider_writes_each_event_as_a_json_line_with_its_fie
 
 
 async def test_the_logger_provider_writes_only_the_events_it_is_given_at_their_level(
-    app: TaskQueue,
+    app: TaskQueue, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    out = io.StringIO()
-    log = Logger(service=f"orders-{next(_services)}", stream=out)  # INFO
+    log = Logger(service=f"orders-{next(_services)}")  # INFO, on standard output
     app.add_listener(
         PowertoolsLoggerProvider(log, events={"task_exhausted", "task_ignored"}, levels={})
     )
     app.executor("q", "t")(lambda task, actions: actions.fail(task, "out of stock"))
     failing, unknown = await app.add_tasks([make_task(), make_task("nobody")])
     await app.run_until_idle()
-    lines = json_lines(out.getvalue())
+    lines = json_lines(capsys.readouterr().out)
     assert [(line["event"], line["task_id"], line["level"]) for line in lines] == [
         ("task_exhausted", failing, "ERROR"),
         ("task_ignored", unknown, "ERROR"),
