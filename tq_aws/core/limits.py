@@ -100,11 +100,19 @@ attempts)."""
 
 _BIG_INT: int = 10**MAX_INT_DIGITS
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_PRINTABLE_ASCII = re.compile("[\x20-\x7e]+")
 
 
 def text_problem(value: str, *, max_chars: int, max_bytes: int | None = None) -> str | None:
     """What makes ``value`` unfit as an id or key (length, UTF-8 size, control characters,
     lone surrogates), or ``None``."""
+    size = len(value)
+    if (
+        size <= max_chars
+        and (max_bytes is None or size <= max_bytes)
+        and _PRINTABLE_ASCII.fullmatch(value)
+    ):
+        return None  # the common case in one call: 1+ printable ASCII characters
     if not value:
         return "is empty"
     if len(value) > max_chars:

@@ -6,6 +6,7 @@ index, the field and the fix."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from tq_aws.core.json_values import to_checked_json
 from tq_aws.core.limits import (
@@ -26,8 +27,9 @@ from tq_aws.errors import TaskValidationError
 NOTHING_ADDED = "no task of this call was added"
 _TIMES = ("execute_at", "expires_at", "created_at")
 _BESIDE_PAYLOAD = ("metadata", "execution_stats", "execution_result")
-_FIXED_BYTES = 400
-"""Room for the field names and the other small fields of a task's JSON."""
+_NAMES_BYTES = 6 * 1024
+"""What a task's JSON holds beside its payload and data fields at most: the field names and
+the names that are limited in length (id, type, queue_id, partition_key, entity)."""
 
 
 def where(task: Task, index: int) -> str:
@@ -79,27 +81,31 @@ def check_partition_key(task: Task, index: int, key: str) -> None:
 
 
 def _check_names(task: Task, index: int) -> None:
-    for field in ("type", "queue_id"):
-        problem = text_problem(getattr(task, field), max_chars=MAX_NAME_CHARS)
-        if problem is not None:
-            raise refuse(task, index, field, problem, "give 1 to 256 printable characters")
-    entity = task.entity
-    if entity is not None:
-        for field in ("type", "id"):
-            problem = text_problem(
-                getattr(entity, field),
-                max_chars=MAX_ENTITY_FIELD_CHARS,
-                max_bytes=MAX_ENTITY_FIELD_BYTES,
-            )
+    if (task.queue_id, task.type) not in _CHECKED_NAMES:
+        for field in ("type", "queue_id"):
+            problem = text_problem(getattr(task, field), max_chars=MAX_NAME_CHARS)
             if problem is not None:
-                raise refuse(
-                    task,
-                    index,
-                    f"entity.{field}",
-                    problem,
-                    "give 1 to 256 characters (at most 512 bytes of UTF-8) without control "
-                    "characters",
-                )
+                raise refuse(task, index, field, problem, "give 1 to 256 printable characters")
+        _remember(_CHECKED_NAMES, (task.queue_id, task.type))
+    entity = task.entity
+    if entity is None:
+        return
+    fields = ("id",) if entity.type in _CHECKED_ENTITY_TYPES else ("type", "id")
+    for field in fields:
+        problem = text_problem(
+            getattr(entity, field),
+            max_chars=MAX_ENTITY_FIELD_CHARS,
+            max_bytes=MAX_ENTITY_FIELD_BYTES,
+        )
+        if problem is not None:
+            raise refuse(
+                task,
+                index,
+                f"entity.{field}",
+                problem,
+                "give 1 to 256 characters (at most 512 bytes of UTF-8) without control characters",
+            )
+    if "type" in fields:
         if "#" in entity.type:
             # the projection key is <type>#<id>: a '#' in the type would make two entities one
             raise refuse(
@@ -109,6 +115,19 @@ def _check_names(task: Task, index: int) -> None:
                 f"{entity.type!r} holds '#'",
                 "give an entity type without '#' (the entity id may hold it)",
             )
+        _remember(_CHECKED_ENTITY_TYPES, entity.type)
+
+
+_CHECKED_NAMES: set[tuple[str, str]] = set()
+"""``(queue_id, type)`` pairs already found good: an app has few, and they repeat."""
+_CHECKED_ENTITY_TYPES: set[str] = set()
+"""Entity types already found good (ids vary, types repeat)."""
+
+
+def _remember(seen: set[Any], value: Any) -> None:
+    if len(seen) >= 4096:  # bounded: a producer that makes names up cannot grow it forever
+        seen.clear()
+    seen.add(value)
 
 
 def _check_numbers(task: Task, index: int) -> None:
@@ -168,11 +187,7 @@ def _check_data(task: Task, index: int) -> None:
         _, problem = to_checked_json(task.payload, "payload")
         if problem is not None:
             raise refuse(task, index, problem.path, problem.reason, "")
-    size = _FIXED_BYTES + sum(
-        len(v.encode("utf-8", "surrogatepass"))
-        for v in (task.id, task.type, task.queue_id, task.partition_key, task.task_group)
-        if v is not None
-    )
+    size = 0
     largest = ("", 0)
     for field in _BESIDE_PAYLOAD:
         value = getattr(task, field)
@@ -185,8 +200,14 @@ def _check_data(task: Task, index: int) -> None:
         size += len(data)
         if len(data) > largest[1]:
             largest = (field, len(data))
-    if task.task_hash is not None:
-        size += len(task.task_hash.encode("utf-8", "surrogatepass"))
+    for text in (task.task_group, task.task_hash):
+        if text:
+            size += len(text.encode("utf-8", "surrogatepass"))
+    if not size:
+        return
+    # the names beside (id, type, queue_id, partition_key, entity) are bounded: at most
+    # _NAMES_BYTES together with the field names of the task's JSON
+    size += _NAMES_BYTES
     if size > MAX_BYTES_BESIDE_PAYLOAD:
         raise refuse(
             task,
