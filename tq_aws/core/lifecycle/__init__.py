@@ -16,7 +16,7 @@ A provider is any object with some of the methods ``on_<event>`` (``on_task_fail
   logger ``tq_aws.failures`` (``FailureLog``).
 """
 
-from tq_aws.core.lifecycle.bus import CONSUMER, LifecycleBus
+from tq_aws.core.lifecycle.bus import LifecycleBus
 from tq_aws.core.lifecycle.dispatch import LifecycleMode
 from tq_aws.core.lifecycle.events import (
     EVENT_NAMES,
@@ -55,6 +55,7 @@ from tq_aws.core.lifecycle.events import (
 )
 from tq_aws.core.lifecycle.failure_log import FAILURE_LOGGER, FailureLog
 from tq_aws.core.lifecycle.listener import LifecycleListener
+from tq_aws.core.lifecycle.run_emitters import CONSUMER
 
 __all__ = [
     "CONSUMER",
