@@ -620,3 +620,24 @@ def test_every_event_is_documented_with_its_payload() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
     for event in EVENT_TYPES:
         assert f"| `on_{event.name}` | `{event.__name__}` |" in text, event.name
+
+
+async def test_a_provider_that_hangs_is_not_waited_for_past_the_drain_limit(
+    app: TaskQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    never = asyncio.Event()
+
+    class Hangs:
+        async def on_task_completed(self, event: TaskCompleted) -> None:
+            await never.wait()
+
+    app.add_listener(Hangs())
+    app.events.drain_timeout = 0.05
+    app.executor("q", "t")(lambda task, actions: actions.success(task))
+    [tid] = await app.add_tasks([make_task(force_store=True)])
+    await app.run_until_idle()  # returns although the provider still runs
+    assert (await app.get_task(tid)).status is TaskStatus.EXECUTED
+    assert app.events.pending == 1
+    assert any("still running" in r.getMessage() for r in caplog.records)
+    never.set()
+    assert await app.events.drain() and app.events.pending == 0

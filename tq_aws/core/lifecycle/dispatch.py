@@ -26,6 +26,8 @@ from tq_aws.errors import ConfigurationError
 logger = logging.getLogger(__name__)
 
 LifecycleMode = Literal["async", "sync"]
+DRAIN_TIMEOUT = 10.0
+"""Seconds ``drain`` waits at most for default-mode providers (at idle, at a worker's stop)."""
 MODES = ("async", "sync")
 
 
@@ -40,6 +42,8 @@ class EventDispatch:
         self._background: set[asyncio.Future[None]] = set()
         self.failures: Counter[tuple[str, str]] = Counter()
         """Failures of providers by ``(provider name, method)``."""
+        self.drain_timeout = DRAIN_TIMEOUT
+        """Seconds ``drain`` waits at most for default-mode providers."""
 
     def __bool__(self) -> bool:
         """Whether a provider other than the built-in ones is registered."""
@@ -111,10 +115,25 @@ class EventDispatch:
         if waiting is not None:
             await waiting
 
-    async def drain(self) -> None:
-        """Wait until the default-mode providers' awaitables started so far have ended."""
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the default-mode providers' awaitables have ended, at most ``timeout``
+        seconds (default ``drain_timeout``); return whether they all did. What still runs then
+        is counted in a warning and left running, never waited for longer."""
+        if timeout is None:
+            timeout = self.drain_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         while self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+            left = deadline - loop.time()
+            if left <= 0:
+                logger.warning(
+                    "%d lifecycle listener call(s) still running after %.1f s, not waited for",
+                    len(self._background),
+                    timeout,
+                )
+                return False
+            await asyncio.wait(list(self._background), timeout=left)
+        return True
 
     def _call(self, route: Route, event: LifecycleEvent) -> Awaitable[Any] | None:
         try:
