@@ -190,7 +190,9 @@ async def test_a_record_parked_after_its_deliveries_ran_out_is_one_error(
     task = prepare_tasks([make_task()], app.registry, clock.now())[0]
     delivery = Delivery.decode("q", encode_task(task), "q:7", deliveries=2)
     caplog.set_level(logging.INFO)
-    parked = await app.processor.settle_unrecorded([delivery], RuntimeError("the table refused the write"))
+    parked = await app.processor.settle_unrecorded(
+        [delivery], RuntimeError("the table refused the write")
+    )
     assert parked == [delivery]
     [line] = failure_records(caplog)
     [kept] = await app.poison_records()
