@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck imports unit infra docs docs-lock interop bench lock clean
+.PHONY: demo test lint typecheck imports unit browser infra docs docs-lock interop bench lock clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,8 +27,14 @@ typecheck: $(STAMP)
 imports: $(STAMP)
 	$(BIN)/lint-imports
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/python -m pytest --ignore=tests/interop
+
+# The status page tests drive Debian's chromium through Playwright for Python (pinned in the
+# lock file); Playwright's own browser download is never used (it needs the internet).
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	test -x $(CHROMIUM) || (apt-get update && apt-get install -y chromium)
 
 test: lint typecheck imports unit infra docs
 

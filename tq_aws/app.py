@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -47,6 +47,9 @@ from tq_aws.ports import (
     TaskStore,
     Transport,
 )
+
+if TYPE_CHECKING:
+    from tq_aws.status.server import StatusServer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -361,3 +364,36 @@ class TaskQueue(Engine):
         from tq_aws.runtimes.aws_lambda.handler import LambdaHandler
 
         return LambdaHandler(self, **options)
+
+    # -- status page (tq_aws.status sits above the app; imported when asked for) -----------
+
+    def serve_status(
+        self, host: str = "127.0.0.1", port: int = 0, token: str | None = None
+    ) -> StatusServer:
+        """Serve the status page and API (``tq_aws.status``) on ``host:port`` in a background
+        thread; ``port=0`` lets the OS choose. Returns the server: ``server.url``,
+        ``server.stop()``. Works from synchronous code and from inside a running event loop
+        (the queries run on the app's private loop, never on the caller's).
+
+        Args:
+            host: where to listen; keep the default (loopback) unless a token is set.
+            port: the port, 0 for any free one.
+            token: require ``Authorization: Bearer <token>`` on every request (a browser signs
+                in once with a form); operator actions (retry, cancel, redrive) are refused
+                without it.
+        """
+        from tq_aws.status import serve_status
+
+        return serve_status(self, host, port, token)
+
+    def status_handler(
+        self, *, token: str | None = None
+    ) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
+        """The status page's AWS Lambda entry point: a plain synchronous
+        ``handler(event, context)`` for function URL (or HTTP API payload 2.0) events, returning
+        the response dict. Behind the function URL's ``AWS_IAM`` auth the caller's identity
+        (``requestContext.authorizer.iam``) is trusted for operator actions; with ``token``
+        every request also needs ``Authorization: Bearer <token>``."""
+        from tq_aws.status import status_handler
+
+        return status_handler(self, token=token)
