@@ -187,6 +187,7 @@ def test_settings_from_env_reads_every_variable() -> None:
         "TQ_BUCKET": "tq-blobs",
         "TQ_SCHEDULER_GROUP": "grp",
         "TQ_SCHEDULER_ROLE_ARN": "arn:aws:iam::1:role/r",
+        "TQ_SCHEDULER_DLQ_ARN": "arn:aws:sqs:eu-west-1:1:dlq",
         "TQ_REGION": "eu-west-1",
         "TQ_ENDPOINT_URL": "http://127.0.0.1:9",
         "AWS_REGION": "us-west-2",
@@ -199,6 +200,7 @@ def test_settings_from_env_reads_every_variable() -> None:
         "bucket": "tq-blobs",
         "scheduler_group": "grp",
         "scheduler_role_arn": "arn:aws:iam::1:role/r",
+        "scheduler_dead_letter_arn": "arn:aws:sqs:eu-west-1:1:dlq",
         "region": "eu-west-1",
         "endpoint_url": "http://127.0.0.1:9",
     }
