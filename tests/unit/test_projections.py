@@ -296,3 +296,27 @@ def test_any_order_of_writes_ends_at_max_rank_and_first_terminal(
         newest = max(t for s, t in writes if RANKS[s] == top)
         assert row.updated_at == T0 + timedelta(seconds=newest)
         assert row.status == next(s for s, _ in writes if RANKS[s] == top)
+
+
+def test_a_row_from_a_newer_writer_reads_with_its_unknown_fields_skipped() -> None:
+    """A rolling deploy: rows written by a newer release carry fields this one does not know."""
+    from datetime import UTC, datetime
+
+    from tq_aws.core.projections import ProjectionRow
+
+    now = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
+    doc = {
+        "entity_id": "u-1",
+        "entity_type": "user",
+        "task_id": "t-1",
+        "task_type": "send",
+        "queue_id": "q",
+        "status": "executed",
+        "rank": 2,
+        "version": 1,
+        "created_at": now,
+        "updated_at": now,
+        "a_field_of_a_later_release": {"x": 1},
+    }
+    row = ProjectionRow.model_validate(doc)
+    assert row.status == "executed" and not hasattr(row, "a_field_of_a_later_release")

@@ -38,7 +38,9 @@ OPERATOR_RETRIES = "operator_retries"
 class ProjectionRow(BaseModel):
     """The latest known status of one task (or flow) of an entity."""
 
-    model_config = ConfigDict(extra="forbid")
+    # rows are read back from a shared table: during a rolling deploy an older reader meets
+    # rows a newer writer wrote, so fields it does not know are skipped, not refused
+    model_config = ConfigDict(extra="ignore")
 
     entity_id: str
     """The entity's id (``Entity.id``)."""
