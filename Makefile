@@ -36,7 +36,7 @@ CHROMIUM ?= /usr/bin/chromium
 browser:
 	test -x $(CHROMIUM) || (apt-get update && apt-get install -y chromium)
 
-test: lint typecheck imports unit infra docs
+test: lint typecheck imports unit infra docs interop
 
 # Deploy templates and CDK app: linters, policy checks, drift and the offline rehearsal. The
 # tools live in their own environments (aws-sam-cli and checkov pin packages of their own);
