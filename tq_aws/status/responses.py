@@ -88,8 +88,11 @@ def error_response(
     login: bool = False,
     next_path: str = "/",
 ) -> Response[str]:
-    """An error as JSON (``{"statusCode", "message"}``, as Powertools answers) or a page."""
-    if wants_json(event) or event.get("requestContext", {}).get("http", {}).get("method") == "POST":
+    """An error as JSON (``{"statusCode", "message"}``, as Powertools answers: to API calls and
+    the page's action posts) or a page (to a browser's navigation and the login form)."""
+    method = (event.get("requestContext") or {}).get("http", {}).get("method")
+    form = "application/x-www-form-urlencoded" in header(event, "content-type")
+    if wants_json(event) or (method == "POST" and not form):  # the page's fetches, the API
         return json_response({"statusCode": status, "message": message}, status)
     return html_response(
         event,
