@@ -54,9 +54,10 @@ def test_status_of_an_entity_newest_first_as_a_table_and_as_json(where: Where) -
     for task_id in ids.values():
         assert task_id in table
     assert "mailbox full <script>alert(1)</script>" in table  # user data shown as text
+    assert "flow 3/3" in table  # the flow's row with its progress
 
-    document = where.json("status", "customer", "c-1")
-    assert document["entity"] == {"type": "customer", "id": "c-1"}
+    document = where.json("status", "customer", "c-1")  # what the status API answers
+    assert set(document) == {"tasks", "flows"}
     tasks = {row["task_id"]: row for row in document["tasks"]}
     assert (tasks[ids["send"]]["status"], tasks[ids["send"]]["result"]) == (
         "executed",
@@ -68,7 +69,14 @@ def test_status_of_an_entity_newest_first_as_a_table_and_as_json(where: Where) -
     )
     [flow] = document["flows"]
     assert (flow["status"], flow["queue_id"], flow["task_type"]) == ("executed", "orders", "packed")
-    times = [row["updated_at"] for row in document["tasks"]]
+    assert flow["progress"] == {
+        "state": "joined",
+        "total": 3,
+        "succeeded": 2,
+        "failed": 1,
+        "pending": 0,
+    }
+    times = [row["created_at"] for row in document["tasks"]]
     assert times == sorted(times, reverse=True)
 
     # the entity status command is also ``status entity``
@@ -95,12 +103,12 @@ def test_flow_counters_join_and_steps(where: Where) -> None:
         1,
     )
     assert (document["pending"], document["join_status"]) == (0, "executed")
-    assert [s["status"] for s in document["steps"]] == ["success", "fail", "success"]
+    assert [s["status"] for s in document["steps"]] == ["succeeded", "failed", "succeeded"]
     assert document["finished_at"].endswith("Z")
 
     failed = where.json("flow", flow_id, "--failed")["steps"]
     assert failed == [
-        {"step_index": 1, "status": "fail", "result": None, "error": "out of stock: ink"}
+        {"step_index": 1, "status": "failed", "result": None, "error": "out of stock: ink"}
     ]
 
     shown = where.ok("flow", flow_id, "--failed").stdout

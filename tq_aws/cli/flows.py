@@ -1,10 +1,10 @@
 """``tq-aws flow FLOW_ID``: a flow's state and counters (total, succeeded, failed, pending), its
-join, and its steps (``--steps``, or ``--failed`` for the failed ones only)."""
+join, and its steps (``--steps``, or ``--failed`` for the failed ones only), read as the status
+page reads them (``tq_aws.status.queries``)."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import typer
@@ -13,57 +13,21 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from tq_aws.app import TaskQueue
 from tq_aws.cli.loading import AppOption, AwsOption, JsonOption, resolve_app
 from tq_aws.cli.render import (
     add_row,
     console,
     emit_json,
     error_text,
-    jsonable,
     short,
     status_text,
     table,
     when,
 )
-from tq_aws.core.flow_results import FlowResults
-from tq_aws.core.flows import FlowStatus
-from tq_aws.core.task import Task
+from tq_aws.status.queries import FlowView, StatusQueries
+from tq_aws.status.serialize import flow_json, steps_json
 
 NOT_FOUND = 1
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    step_index: int
-    status: str
-    result: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class FlowView:
-    status: FlowStatus
-    join: Task | None
-    steps: list[Step]
-
-
-async def flow_view(app: TaskQueue, flow_id: str) -> FlowView | None:
-    """The flow, its join task (once dispatched) and the steps with a final outcome: from the
-    flow store while it is open, from the join's payload once it closed."""
-    found = await app.flow_status(flow_id)
-    if found is None:
-        return None
-    join = await app.get_task(found.join_task_id)
-    steps: list[Step]
-    if found.state == "open":
-        steps = [Step(**asdict(r)) for r in await app.flow_store.results(flow_id)]
-    elif join is not None and isinstance(join.payload, dict) and "flow_results" in join.payload:
-        results = FlowResults.model_validate(join.payload["flow_results"])
-        steps = [Step(s.step_index, s.status, s.result, s.error) for s in results.steps]
-    else:
-        steps = []
-    return FlowView(found, join, steps)
 
 
 def bar(done: int, total: int) -> Table:
@@ -80,16 +44,20 @@ def flow(
     flow_id: Annotated[str, typer.Argument(help="the flow's id")],
     app: AppOption = None,
     aws: AwsOption = False,
-    steps: Annotated[bool, typer.Option("--steps", help="list every finished step")] = False,
+    steps: Annotated[bool, typer.Option("--steps", help="list every step")] = False,
     failed: Annotated[bool, typer.Option("--failed", help="list the failed steps only")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """A flow's state (open, joined, aborted, timed_out), counters and join."""
+    """A flow's state (open, joined, aborted, timed_out), counters, join and steps.
+
+    --json gives the fields of flow_status (as the status API answers), the join task's
+    status, and the steps (the failed ones with --failed).
+    """
     queue = resolve_app(app, aws)
 
     async def read() -> FlowView | None:
         try:
-            return await flow_view(queue, flow_id)
+            return await StatusQueries(queue).flow(flow_id, failed_only=failed)
         finally:
             await queue.aclose()
 
@@ -97,16 +65,15 @@ def flow(
     if view is None:
         typer.echo(f"tq-aws: no flow {flow_id}", err=True)
         raise typer.Exit(NOT_FOUND)
-    listed = [s for s in view.steps if s.status == "fail"] if failed else view.steps
+    join = view.join
     if as_json:
-        document = jsonable(view.status)
-        document["join_status"] = view.join.status.value if view.join else None
-        document["steps"] = jsonable(listed)
+        document = flow_json(view.status)
+        document["join_status"] = join.status.value if join else None
+        document["steps"] = steps_json(view)["steps"]
         emit_json(document)
         return
     found = view.status
     done = found.succeeded + found.failed
-    join = view.join
     lines: list[Any] = [
         Text.assemble("flow ", (found.flow_id, "bold"), ": ", status_text(found.state)),
         Text(
@@ -128,17 +95,16 @@ def flow(
     out = console()
     out.print(Group(*lines))
     if steps or failed:
-        title = "failed steps" if failed else "steps with a final outcome"
-        grid = table(title, "step", "status", "error", "result")
-        for step in listed:
+        grid = table("failed steps" if failed else "steps", "step", "status", "error", "result")
+        for step in view.steps:
             add_row(
                 grid,
-                str(step.step_index),
-                status_text(step.status),
+                str(step.index),
+                status_text(step.state),
                 error_text(step.error),
                 short(step.result),
             )
         out.print(grid)
 
 
-__all__ = ["FlowView", "Step", "flow", "flow_view"]
+__all__ = ["bar", "flow"]

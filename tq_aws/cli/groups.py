@@ -4,11 +4,21 @@ u-1`` beside ``status serve``, and ``tq-aws poison --app m:app`` is ``poison lis
 
 from __future__ import annotations
 
+import inspect
+import re
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from typer.core import TyperGroup
 
 HELP = ("--help", "-h")
+
+
+def help_of(command: Callable[..., Any]) -> str:
+    """A command's docstring as help: paragraphs kept, the lines inside each joined (Rich help
+    keeps every line break of a docstring as it is)."""
+    text = inspect.cleandoc(command.__doc__ or "")
+    return re.sub(r"(?<!\n)\n(?!\n)", " ", text)
 
 
 class DefaultCommandGroup(TyperGroup):
@@ -30,4 +40,4 @@ class PoisonGroup(DefaultCommandGroup):
     default = "list"
 
 
-__all__ = ["DefaultCommandGroup", "PoisonGroup", "StatusGroup"]
+__all__ = ["DefaultCommandGroup", "PoisonGroup", "StatusGroup", "help_of"]

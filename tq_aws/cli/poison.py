@@ -11,7 +11,7 @@ import typer
 from rich.text import Text
 
 from tq_aws.app import TaskQueue
-from tq_aws.cli.groups import PoisonGroup
+from tq_aws.cli.groups import PoisonGroup, help_of
 from tq_aws.cli.loading import AppOption, AwsOption, JsonOption, resolve_app, usage_error
 from tq_aws.cli.render import add_row, console, emit_json, short, table, when
 from tq_aws.cli.tasks import ActorOption, actor_name, parse_time
@@ -54,15 +54,16 @@ def preview(data: bytes, limit: int = 60) -> str:
     return repr(data[:limit].decode("utf-8", "replace").replace("\n", " "))
 
 
-@poison.command("list")
 def list_records(
     app: AppOption = None,
     aws: AwsOption = False,
     limit: LimitOption = 20,
     as_json: JsonOption = False,
 ) -> None:
-    """The kept poison records, newest first, with reason, error and position (--json: one
-    object per line, bytes as base64)."""
+    """The kept poison records, newest first, with reason, error, position and key.
+
+    --json: one object per line, the bytes as base64.
+    """
     queue = resolve_app(app, aws)
 
     async def read() -> list[PoisonRecord]:
@@ -99,7 +100,6 @@ def list_records(
     out.print(grid)
 
 
-@poison.command("redrive")
 def redrive(
     keys: Annotated[
         list[str] | None, typer.Argument(help="the records' keys (as poison list shows them)")
@@ -121,8 +121,11 @@ def redrive(
     aws: AwsOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Add the tasks of poison records that decode now (after a fix); a redrive sent twice adds
-    each task once."""
+    """Add the tasks of poison records that decode now (after a fix).
+
+    Records are chosen by key, by --reason, --source or --since, or --all. A redrive sent
+    twice adds each task once.
+    """
     who = actor_name(actor)
     chosen = bool(keys) or reason is not None or source is not None or since is not None
     if not chosen and not every:
@@ -144,5 +147,8 @@ def redrive(
     else:
         typer.echo(f"redrove poison records: {added} task(s) added")
 
+
+poison.command("list", help=help_of(list_records))(list_records)
+poison.command("redrive", help=help_of(redrive))(redrive)
 
 __all__ = ["list_records", "newest_first", "poison", "position_key", "recent", "redrive"]

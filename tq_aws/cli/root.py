@@ -11,6 +11,7 @@ from typer.main import get_command
 
 from tq_aws.cli.enqueue import enqueue
 from tq_aws.cli.flows import flow
+from tq_aws.cli.groups import help_of
 from tq_aws.cli.poison import poison
 from tq_aws.cli.status import status
 from tq_aws.cli.tasks import cancel, retry, task
@@ -62,13 +63,13 @@ def demo(
         raise typer.Exit(code)
 
 
-cli.command()(worker)
-cli.command()(enqueue)
+cli.command(help=help_of(worker))(worker)
+cli.command(help=help_of(enqueue))(enqueue)
 cli.add_typer(status, name="status")
-cli.command()(flow)
-cli.command()(task)
-cli.command()(retry)
-cli.command()(cancel)
+cli.command(help=help_of(flow))(flow)
+cli.command(help=help_of(task))(task)
+cli.command(help=help_of(retry))(retry)
+cli.command(help=help_of(cancel))(cancel)
 cli.add_typer(poison, name="poison")
 
 

@@ -23,7 +23,9 @@ class StopSignals:
     Args:
         request_stop: called on the loop's thread after the first signal.
         what: what the first signal does, for the line printed on stderr.
-        loop: the loop to call it on (default: the running loop).
+        loop: the loop to call it on (default: the running loop; with none running,
+            ``request_stop`` is called in the handler, so it must be safe there, as
+            ``threading.Event.set`` is).
     """
 
     def __init__(
@@ -40,7 +42,10 @@ class StopSignals:
 
     def __enter__(self) -> StopSignals:
         if self.loop is None:
-            self.loop = asyncio.get_running_loop()
+            try:
+                self.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.loop = None
         for sig in SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
         return self
@@ -61,8 +66,10 @@ class StopSignals:
         # os.write: a signal may arrive while print() holds stderr's buffer
         if self.received == 1:
             os.write(2, f"tq-aws: {name}: {self.what}; send it again to stop at once\n".encode())
-            assert self.loop is not None
-            self.loop.call_soon_threadsafe(self.request_stop)
+            if self.loop is not None:
+                self.loop.call_soon_threadsafe(self.request_stop)
+            else:
+                self.request_stop()
             return
         os.write(2, f"tq-aws: {name} again: stopping at once\n".encode())
         os._exit(128 + signum)

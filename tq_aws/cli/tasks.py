@@ -128,8 +128,11 @@ def retry(
     aws: AwsOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Run a failed task again as its next attempt (or, with --failed, every failed task of a
-    type, queue or time); a retry sent twice starts one attempt."""
+    """Run a failed task again as its next attempt (--failed: many, by filter).
+
+    With --failed, the failed tasks of entities of a type, queue or time are retried, at most
+    --limit. A retry sent twice starts one attempt (--failed-attempt makes a replay safe).
+    """
     who = actor_name(actor)
     if failed == (task_id is not None):
         usage_error("retry: give a TASK_ID, or --failed (with --type, --queue, --since) for many")

@@ -133,9 +133,12 @@ def worker(
         typer.Option(help="where shards without a checkpoint are read from", rich_help_panel=ECS),
     ] = InitialPosition.TRIM_HORIZON,
 ) -> None:
-    """Run a worker for an application's TaskQueue: the ECS worker (Kinesis shards under
-    leases, SQS long polling) on its AWS resources, or with --local in this process on the
-    app's own backends. SIGINT/SIGTERM stop it cleanly; a second one stops it at once."""
+    """Run a worker: the ECS worker on the app's AWS resources, or --local in this process.
+
+    On AWS: Kinesis shards under DynamoDB leases and SQS long polling, after a check of the
+    credentials and every resource. With --local: the app's own backends, one batch at a time.
+    SIGINT/SIGTERM stop it cleanly (the batch in hand finishes); a second one stops it at once.
+    """
     if app is None:
         usage_error("worker: give --app module:attribute (or set TQ_APP): the executors to run")
     queue = resolve_app(app, aws)
