@@ -16,7 +16,7 @@ import io
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -24,6 +24,16 @@ import pytest
 from aws_lambda_powertools.utilities.batch.exceptions import BatchProcessingError
 
 from tests.support.aws import REGION, unique
+from tests.support.lambda_events import (
+    ACCOUNT,
+    SHARD,
+    Context,
+    drain_memory_kinesis,
+    kinesis_record,
+    restart_at_lowest,
+    sequences,
+    sqs_record,
+)
 from tq_aws import Actions, Task, TaskQueue
 from tq_aws.core.codec import encode_sqs_body
 from tq_aws.core.task import TaskStatus
@@ -38,36 +48,9 @@ from tq_aws.errors import (
 from tq_aws.runtimes.aws_lambda.handler import LambdaHandler, reported_identifiers
 from tq_aws.runtimes.aws_lambda.loop import close_process_loop, process_loop
 
-ACCOUNT = "123456789012"
-ROLE = f"arn:aws:iam::{ACCOUNT}:role/tq-consumer"
-STREAM_ARN = f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/tq-memory"
-SHARD = "shardId-000000000000"
-
 
 class WriteFailed(RuntimeError):
     """A store write that failed (injected)."""
-
-
-class Context:
-    """A Lambda context: ``remaining_ms`` may be changed while the handler runs, and
-    ``on_remaining`` is called whenever the handler asks for the remaining time."""
-
-    function_name = "tq-test-fn"
-
-    def __init__(
-        self,
-        remaining_ms: int = 900_000,
-        on_remaining: Callable[[], None] | None = None,
-        request_id: str = "req-1",
-    ):
-        self.remaining_ms = remaining_ms
-        self.on_remaining = on_remaining
-        self.aws_request_id = request_id
-
-    def get_remaining_time_in_millis(self) -> int:
-        if self.on_remaining is not None:
-            self.on_remaining()
-        return self.remaining_ms
 
 
 @pytest.fixture(autouse=True)
@@ -100,80 +83,6 @@ def restore_tq_logger() -> Iterator[None]:
 
 
 # -- events -----------------------------------------------------------------------------------
-
-
-def kinesis_record(
-    data: bytes,
-    partition_key: str,
-    sequence: str,
-    *,
-    arrival: float = 1_764_000_000.0,
-    stream_arn: str = STREAM_ARN,
-    shard: str = SHARD,
-) -> dict[str, Any]:
-    """One record of a Kinesis event, as Lambda shapes it."""
-    return {
-        "kinesis": {
-            "kinesisSchemaVersion": "1.0",
-            "partitionKey": partition_key,
-            "sequenceNumber": sequence,
-            "data": base64.b64encode(data).decode("ascii"),
-            "approximateArrivalTimestamp": arrival,
-        },
-        "eventSource": "aws:kinesis",
-        "eventVersion": "1.0",
-        "eventID": f"{shard}:{sequence}",
-        "eventName": "aws:kinesis:record",
-        "invokeIdentityArn": ROLE,
-        "awsRegion": REGION,
-        "eventSourceARN": stream_arn,
-    }
-
-
-def sqs_record(
-    message_id: str, body: str, queue_arn: str, attributes: dict[str, str]
-) -> dict[str, Any]:
-    """One record of an SQS event, as Lambda shapes it."""
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"handle-{message_id}",
-        "body": body,
-        "attributes": attributes,
-        "messageAttributes": {},
-        "md5OfBody": hashlib.md5(body.encode("utf-8")).hexdigest(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": queue_arn,
-        "awsRegion": REGION,
-    }
-
-
-def drain_memory_kinesis(app: TaskQueue) -> list[dict[str, Any]]:
-    """The records the memory transport holds, as the records of one Kinesis shard (sequence
-    numbers 1, 2, ... in publish order)."""
-    source = app.source
-    assert source is not None
-    records: list[dict[str, Any]] = []
-    loop = process_loop()
-    for delivery in loop.run_until_complete(source.receive(100_000)):
-        sequence = str(len(records) + 1)
-        records.append(kinesis_record(delivery.data, delivery.partition_key or "", sequence))
-    return records
-
-
-def restart_at_lowest(
-    records: list[dict[str, Any]], response: dict[str, Any]
-) -> list[dict[str, Any]]:
-    """What Lambda delivers next from a Kinesis shard: every record from the lowest reported
-    sequence number on."""
-    reported = [int(s) for s in reported_identifiers(response)]
-    if not reported:
-        return []
-    lowest = min(reported)
-    return [r for r in records if int(r["kinesis"]["sequenceNumber"]) >= lowest]
-
-
-def sequences(records: list[dict[str, Any]]) -> list[str]:
-    return [r["kinesis"]["sequenceNumber"] for r in records]
 
 
 def fail_puts_for(app: TaskQueue, task_ids: set[str], times: int = 1) -> Counter[str]:
@@ -494,22 +403,49 @@ def test_no_sub_batch_starts_that_the_remaining_time_cannot_finish() -> None:
     assert len(log) == 10
 
 
-def test_inside_the_margin_everything_is_handed_back() -> None:
+def test_a_function_with_little_time_still_runs_records() -> None:
+    # A function configured with 1 s: the 2 s margin shrinks to a quarter of that, so the
+    # records run instead of being handed back on every invocation.
     app = TaskQueue()
     log: list[tuple[str, int]] = []
     ordered_log(app, log)
-    handler = app.lambda_handler(safety_margin=3)
+    handler = app.lambda_handler()
     handler.run(app.add_tasks(keyed_tasks({"a": 2, "b": 1})))
     records = drain_memory_kinesis(app)
 
-    response = handler({"Records": records}, Context(remaining_ms=3_000))
+    response = handler({"Records": records}, Context(remaining_ms=1_000))
 
-    assert reported_identifiers(response) == ["1", "2", "3"]
-    assert log == []
-    strict = app.lambda_handler(safety_margin=3, raise_on_entire_batch_failure=True)
+    assert response == {"batchItemFailures": []}
+    assert log == [("a", 0), ("b", 0), ("a", 1)]
+    processor = next(iter(handler._processors.values()))
+    assert processor.deadline.margin == 0.25
+
+
+def test_a_margin_of_seconds_is_kept_when_the_invocation_has_time() -> None:
+    app = TaskQueue()
+    ordered_log(app, [])
+    handler = app.lambda_handler(safety_margin=3, margin_fraction=0.5)
+    handler.run(app.add_tasks(keyed_tasks({"a": 1})))
+
+    handler({"Records": drain_memory_kinesis(app)}, Context(remaining_ms=60_000))
+    assert next(iter(handler._processors.values())).deadline.margin == 3.0
+    handler({"Records": []}, Context(remaining_ms=4_000))  # no records: nothing to measure
+    handler.run(app.add_tasks(keyed_tasks({"b": 1})))
+    handler({"Records": drain_memory_kinesis(app)}, Context(remaining_ms=4_000))
+    assert next(iter(handler._processors.values())).deadline.margin == 2.0
+
+
+def test_every_record_reported_can_raise_as_powertools_does() -> None:
+    app = TaskQueue()
+    log: list[tuple[str, int]] = []
+    ordered_log(app, log)
+    handler = app.lambda_handler(raise_on_entire_batch_failure=True)
+    task_ids = handler.run(app.add_tasks(keyed_tasks({"a": 2, "b": 1}, force_store=True)))
+    records = drain_memory_kinesis(app)
+    fail_puts_for(app, set(task_ids))
+
     with pytest.raises(BatchProcessingError):
-        strict({"Records": records}, Context(remaining_ms=3_000))
-    assert log == []
+        handler({"Records": records}, Context())
 
 
 def _handoff_app() -> tuple[TaskQueue, asyncio.Event, list[str]]:
@@ -570,7 +506,7 @@ def test_a_handed_off_task_still_running_is_left_to_its_record_and_watchdog() ->
     def time_passes() -> None:  # the sub-batch starts with 5 s left and ends with 1 s
         nonlocal asked
         asked += 1
-        if asked == 2:
+        if asked == 3:  # asked at the start (the margin), before the sub-batch, after it
             context.remaining_ms = 1_000
 
     context.on_remaining = time_passes
@@ -809,6 +745,8 @@ def test_options_are_checked() -> None:
         {"sub_batch_size": True},
         {"safety_margin": -1},
         {"safety_margin": "2"},
+        {"margin_fraction": 0},
+        {"margin_fraction": 1.5},
         {"logger": object()},
         {"metrics": "yes"},
         {"tracer": 1},

@@ -1,5 +1,10 @@
 """A Kinesis stream's shards: listing them (with their parents, and whether they are closed),
-creating shard iterators, and turning a ``GetRecords`` record into a ``Delivery``.
+creating shard iterators, and turning a ``GetRecords`` record into deliveries.
+
+A record written by the KPL (or ``aws-kinesis-agg``) aggregates many user records
+(``tq_aws.core.kpl``); as the KCL does, each user record becomes its own delivery, at position
+``<stream>/<shard>/<sequence>/<subSequenceNumber>``, with its own partition key. An aggregate
+that cannot be read is one poison delivery (reason ``kpl_malformed``) holding its bytes.
 
 Shared by the in-process ``KinesisSource`` (``tq_aws.backends.aws.kinesis``) and the ECS
 worker's shard readers (``tq_aws.runtimes.ecs``). The Kinesis client is passed in (an
@@ -14,6 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tq_aws.core import kpl
+from tq_aws.errors import CodecError
 from tq_aws.ports import Delivery
 
 logger = logging.getLogger(__name__)
@@ -77,8 +84,9 @@ def resume_position(checkpoint: str | None, start_at: float | None) -> dict[str,
 
 
 def record_delivery(stream: str, shard_id: str, record: Mapping[str, Any]) -> Delivery:
-    """The delivery of one ``GetRecords`` record: position ``<stream>/<shard>/<sequence>``,
-    token ``(shard id, sequence number)``, the task decoded (or the codec error kept)."""
+    """The delivery of one ``GetRecords`` record that is not aggregated: position
+    ``<stream>/<shard>/<sequence>``, token ``(shard id, sequence number)``, the task decoded
+    (or the codec error kept). See ``record_deliveries`` for records of any kind."""
     sequence = str(record["SequenceNumber"])
     return Delivery.decode(
         stream,
@@ -89,4 +97,52 @@ def record_delivery(stream: str, shard_id: str, record: Mapping[str, Any]) -> De
     )
 
 
-__all__ = ["ShardInfo", "list_shards", "record_delivery", "resume_position", "shard_iterator"]
+def record_deliveries(stream: str, shard_id: str, record: Mapping[str, Any]) -> list[Delivery]:
+    """The deliveries of one ``GetRecords`` record: one, or one per user record of a KPL
+    aggregate (each with token ``(shard id, sequence number)`` of the aggregate: it is
+    acknowledged whole)."""
+    data = bytes(record["Data"])
+    if not kpl.is_aggregated(data):
+        return [record_delivery(stream, shard_id, record)]
+    sequence = str(record["SequenceNumber"])
+    return user_deliveries(
+        stream,
+        f"{stream}/{shard_id}/{sequence}",
+        data,
+        record.get("PartitionKey"),
+        (shard_id, sequence),
+    )
+
+
+def user_deliveries(
+    queue_id: str, position: str, data: bytes, partition_key: str | None, token: Any
+) -> list[Delivery]:
+    """The deliveries of the KPL aggregate ``data`` found at ``position``: one per user record
+    (position ``<position>/<subSequenceNumber>``), or one poison delivery of the whole
+    aggregate when it cannot be read."""
+    try:
+        users = kpl.deaggregate(data)
+    except CodecError as exc:
+        delivery = Delivery(queue_id, data, position, None, exc, partition_key, token)
+        return [delivery]
+    return [
+        Delivery.decode(
+            queue_id,
+            user.data,
+            f"{position}/{user.sub_sequence}",
+            partition_key=user.partition_key,
+            token=token,
+        )
+        for user in users
+    ]
+
+
+__all__ = [
+    "ShardInfo",
+    "list_shards",
+    "record_deliveries",
+    "record_delivery",
+    "resume_position",
+    "shard_iterator",
+    "user_deliveries",
+]

@@ -4,7 +4,12 @@ handed-off tasks are awaited only until the margin is left.
 A sub-batch's estimate is the slowest time per record of the sub-batches run so far, times its
 size, measured on the remaining time itself (``context.get_remaining_time_in_millis()``), so a
 test's context drives it. A sub-batch is never interrupted: the margin must cover the variance
-of one sub-batch."""
+of one sub-batch.
+
+The margin is ``safety_margin`` seconds at most, and at most ``margin_fraction`` of the time the
+invocation has when it starts: a function configured with little time (the 3 s default, or
+less) keeps a proportionate margin, so its first sub-batch always starts and every invocation
+makes progress."""
 
 from __future__ import annotations
 
@@ -21,7 +26,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_SAFETY_MARGIN = 2.0
-"""Seconds kept free at the end of an invocation (see ``LambdaHandler``)."""
+"""Seconds kept free at the end of an invocation, at most (see ``LambdaHandler``)."""
+DEFAULT_MARGIN_FRACTION = 0.25
+"""The largest share of the invocation's time (at its start) kept free as the margin."""
 
 
 class Deadline:
@@ -30,13 +37,18 @@ class Deadline:
 
     __slots__ = ("_remaining_ms", "margin", "per_record", "started_with")
 
-    def __init__(self, context: Any, margin: float):
+    def __init__(
+        self, context: Any, margin: float, fraction: float = DEFAULT_MARGIN_FRACTION
+    ) -> None:
         self._remaining_ms: Callable[[], int] | None = getattr(
             context, "get_remaining_time_in_millis", None
         )
-        self.margin = margin
         self.per_record = 0.0
         self.started_with: float | None = None
+        at_start = self.remaining()
+        self.margin = margin if at_start is None else max(0.0, min(margin, fraction * at_start))
+        """Seconds kept free: ``margin``, or ``fraction`` of the time left at the start if
+        that is less."""
 
     def remaining(self) -> float | None:
         """Seconds left in the invocation (``None``: no context, no limit)."""
@@ -95,4 +107,4 @@ async def _await_handoffs(manager: AsyncTaskManager, budget: float | None) -> No
             return
 
 
-__all__ = ["DEFAULT_SAFETY_MARGIN", "Deadline", "await_handoffs"]
+__all__ = ["DEFAULT_MARGIN_FRACTION", "DEFAULT_SAFETY_MARGIN", "Deadline", "await_handoffs"]

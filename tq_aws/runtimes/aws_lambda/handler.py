@@ -11,7 +11,12 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from tq_aws.errors import ConfigurationError
-from tq_aws.runtimes.aws_lambda.deadline import DEFAULT_SAFETY_MARGIN, Deadline, await_handoffs
+from tq_aws.runtimes.aws_lambda.deadline import (
+    DEFAULT_MARGIN_FRACTION,
+    DEFAULT_SAFETY_MARGIN,
+    Deadline,
+    await_handoffs,
+)
 from tq_aws.runtimes.aws_lambda.loop import IN_LOOP, in_running_loop, run
 from tq_aws.runtimes.aws_lambda.observability import (
     bind_invocation_keys,
@@ -53,7 +58,11 @@ class LambdaHandler:
             deadline; larger ones cost less per record.
         safety_margin: seconds of the invocation kept free: no sub-batch starts unless its
             estimate plus this much time is left, and handed-off tasks are awaited until only
-            this much is left. Default 2 s; keep it well under the function's timeout.
+            this much is left. Default 2 s, and never more than ``margin_fraction`` of the time
+            the invocation has at its start.
+        margin_fraction: the largest share (0 < f < 1, default 0.25) of the invocation's
+            time kept free: a function with little time (a 3 s timeout keeps 0.75 s) still
+            starts its first sub-batch, so every invocation makes progress.
         logger: a Powertools ``Logger``, or ``True`` to make one (service: ``service``). Its
             handlers get ``TaskLogContextFilter``, and the ``tq_aws`` logger is configured like
             it (its handlers and level, no propagation to the root logger), so the engine's
@@ -81,6 +90,7 @@ class LambdaHandler:
         *,
         sub_batch_size: int | None = None,
         safety_margin: float = DEFAULT_SAFETY_MARGIN,
+        margin_fraction: float = DEFAULT_MARGIN_FRACTION,
         logger: Any = None,
         metrics: Any = None,
         tracer: Any = None,
@@ -99,6 +109,16 @@ class LambdaHandler:
             or not safety_margin >= 0
         ):
             raise ConfigurationError(f"safety_margin={safety_margin!r}; give seconds >= 0")
+        if (
+            isinstance(margin_fraction, bool)
+            or not isinstance(margin_fraction, int | float)
+            or not 0 < margin_fraction < 1
+        ):
+            raise ConfigurationError(
+                f"margin_fraction={margin_fraction!r}; give a share of the invocation's time "
+                "between 0 and 1 (e.g. 0.25)"
+            )
+        self.margin_fraction = float(margin_fraction)
         self.app = app
         self.sub_batch_size = size
         self.safety_margin = float(safety_margin)
@@ -138,7 +158,7 @@ class LambdaHandler:
             self._cold = False
         before = counters(self.app)
         processor = self._processor(source)
-        processor.deadline = deadline = Deadline(context, self.safety_margin)
+        processor.deadline = deadline = Deadline(context, self.safety_margin, self.margin_fraction)
         still_running = 0
         try:
             with subsegment(self.tracer, "## tq_aws lambda_handler") as annotate:

@@ -11,27 +11,51 @@ redelivers them all without an invocation error). What the subclass adds: the fi
 a sub-batch runs the whole sub-batch through the engine, and the record handler then reports
 each record's share of that outcome; like the FIFO processor it keys a circuit breaker, by the
 Kinesis partition key or the SQS FIFO ``MessageGroupId`` (the rules: ``planning``).
+
+The engine works on deliveries, Powertools on event records: a record is one delivery, or one
+per user record of a KPL aggregate. Sub-batches are planned over the deliveries; a record is a
+success when each of its deliveries is recorded (or kept as poison, or parked), and is reported
+otherwise (by its own sequence number: an aggregate comes again whole). When a sub-batch could
+not be recorded, the records that have now failed ``max_deliveries`` times are parked in the
+poison store (``BatchProcessor.settle_unrecorded``) and are successes; the others are reported.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
 
 from tq_aws.errors import HandedBackError, KeyBlockedError, RecordNotRecordedError
+from tq_aws.ports import Delivery
 from tq_aws.runtimes.aws_lambda.deadline import Deadline
 from tq_aws.runtimes.aws_lambda.loop import run
 from tq_aws.runtimes.aws_lambda.observability import subsegment
-from tq_aws.runtimes.aws_lambda.planning import Verdict, plan_sub_batch, stop_key, verdict
-from tq_aws.runtimes.aws_lambda.records import EventSource, decoder, key_reader
+from tq_aws.runtimes.aws_lambda.planning import Verdict, plan_sub_batch, stop_key
+from tq_aws.runtimes.aws_lambda.records import EventSource, key_reader, record_deliveries
 
 if TYPE_CHECKING:
     from tq_aws.engine.engine import Engine
 
 logger = logging.getLogger(__name__)
+
+
+class _Item(NamedTuple):
+    """One delivery of the event: the record it belongs to and its ordering key."""
+
+    record: int
+    delivery: Delivery
+    key: str | None
+
+
+def _delivery_of(item: _Item) -> Delivery:
+    return item.delivery
+
+
+def _key_of_item(item: _Item) -> str | None:
+    return item.key
 
 
 class TaskBatchProcessor(BatchProcessor):
@@ -41,7 +65,7 @@ class TaskBatchProcessor(BatchProcessor):
     Args:
         app: the app (its engine's ``processor`` runs the sub-batches).
         source: Kinesis or SQS.
-        sub_batch_size: records per engine batch, at most.
+        sub_batch_size: deliveries per engine batch, at most.
         tracer: a Powertools ``Tracer`` (or ``None``): a subsegment per sub-batch.
         raise_on_entire_batch_failure: Powertools' option: raise ``BatchProcessingError``
             when every record is reported instead of naming them all in the response.
@@ -68,70 +92,75 @@ class TaskBatchProcessor(BatchProcessor):
         self.sub_batches = 0
         """Sub-batches run in the current (or last) invocation."""
         self.records_run = 0
-        """Records handed to the engine in the current (or last) invocation."""
-        self._decode = decoder(source)
+        """Deliveries handed to the engine in the current (or last) invocation."""
+        self.parked = 0
+        """Deliveries parked in the poison store after ``max_deliveries`` (this invocation)."""
+        self._deliveries_of = record_deliveries(source)
         self._key_of = key_reader(source)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._items: list[_Item] = []
+        self._spans: list[tuple[int, int]] = []
+        """Per event record: the range of its items."""
+        self._verdicts: list[Verdict | None] = []
+        self._errors: dict[int, BaseException] = {}
+        """Item index -> why its sub-batch was not recorded."""
         self._failed_keys: set[str] = set()
-        self._current_key: str | None = None
+        self._next = 0
+        """The first item no sub-batch has taken yet."""
         self._cursor = 0
-        self._sub_end = 0
-        self._cut_from: int | None = None
         self._cut_reason = ""
-        self._poison: set[int] = set()
-        self._recorded = False
-        """The current sub-batch was recorded, with no poison record and no blocked key in it."""
         self._sub_error: BaseException | None = None
+        self.sub_batches = self.records_run = self.parked = 0
 
     # Powertools' hooks ---------------------------------------------------------------------
 
     def _prepare(self) -> None:
         super()._prepare()  # type: ignore[no-untyped-call]
-        self._failed_keys.clear()
-        self._current_key = None
-        self._cursor = self._sub_end = 0
-        self._cut_from = None
-        self._poison = set()
-        self._recorded = False
-        self._sub_error = None
-        self.sub_batches = self.records_run = 0
+        self._reset()
+        items, spans = self._items, self._spans
+        key_of, deliveries_of = self._key_of, self._deliveries_of
+        for index, record in enumerate(self.records):
+            first = len(items)
+            deliveries = deliveries_of(record)
+            if len(deliveries) == 1:
+                items.append(_Item(index, deliveries[0], key_of(record)))
+            else:  # user records of a KPL aggregate, each with its own partition key
+                items.extend(_Item(index, d, d.partition_key) for d in deliveries)
+            spans.append((first, len(items)))
+        self._verdicts = [None] * len(items)
 
     def _clean(self) -> None:
         self._failed_keys.clear()
-        self._current_key = None
         super()._clean()  # type: ignore[no-untyped-call]
 
     def _process_record(self, record: dict[str, Any]) -> Any:
         index = self._cursor
         self._cursor += 1
-        if index == self._sub_end and self._cut_from is None:
-            self._start_sub_batch(index)
-        if self._recorded:  # the common case: nothing in this sub-batch to report or skip
-            return self.success_handler(record, None)
-        key = self._key_of(record)
-        self._current_key = key
-        outcome = verdict(
-            index,
-            key,
-            cut_from=self._cut_from,
-            poison=self._poison,
-            failed_keys=self._failed_keys,
-            recorded=self._sub_error is None,
-        )
+        first, end = self._spans[index]
+        while self._next < end:
+            self._run_sub_batch()
+        verdicts = self._verdicts
+        outcome = verdicts[first] if end - first == 1 else _worst(verdicts[first:end])
         if outcome is Verdict.RECORDED:
-            # recorded (or kept as poison): a success, without the record handler's round trip
+            # recorded (or kept as poison, or parked): a success, without the handler's trip
             return self.success_handler(record=record, result=None)
+        for item in self._items[first:end]:  # the record comes again whole: its keys wait
+            stop_key(self._failed_keys, item.key)
         if outcome is Verdict.HANDED_BACK:
             error = HandedBackError(self._cut_reason)
             return self._report(record, (HandedBackError, error, None))
         if outcome is Verdict.BLOCKED:
-            blocked = KeyBlockedError(f"an earlier record of key {key!r} was reported")
+            keys = sorted({str(i.key) for i in self._items[first:end] if i.key is not None})
+            blocked = KeyBlockedError(
+                f"an earlier record of key {keys[0] if len(keys) == 1 else keys!r} was reported"
+            )
             return self._report(record, (KeyBlockedError, blocked, None))
+        self._sub_error = next(
+            (self._errors[i] for i in range(first, end) if i in self._errors), None
+        )
         return super()._process_record(record)
-
-    def failure_handler(self, record: Any, exception: ExceptionInfo) -> Any:
-        # As SqsFifoPartialProcessor(skip_group_on_error=True): a reported record stops its key.
-        stop_key(self._failed_keys, self._current_key)
-        return super().failure_handler(record, exception)
 
     def record_handler(self, record: Any) -> None:
         """The Powertools record handler: the record's share of its sub-batch's outcome."""
@@ -147,20 +176,23 @@ class TaskBatchProcessor(BatchProcessor):
 
     # sub-batches ---------------------------------------------------------------------------
 
-    def _start_sub_batch(self, start: int) -> None:
-        self._recorded = False
-        blocked_keys = bool(self._failed_keys)
+    def _run_sub_batch(self) -> None:
+        """Plan and run the next sub-batch from ``_next``; decide each of its items."""
+        start = self._next
+        items, verdicts = self._items, self._verdicts
         deliveries, poison, end = plan_sub_batch(
-            self.records,
+            items,
             start,
             self.sub_batch_size,
             self._failed_keys,
-            self._decode,
-            self._key_of,
+            _delivery_of,
+            _key_of_item,
         )
-        self._sub_end = end
-        self._poison = poison
-        self._sub_error = None
+        self._next = end
+        planned = {id(d) for d in deliveries}
+        for i in range(start, end):
+            if id(items[i].delivery) not in planned:  # left out: its key is blocked
+                verdicts[i] = Verdict.BLOCKED
         if not deliveries:
             return
         if not self.deadline.allows(len(deliveries)):
@@ -168,16 +200,20 @@ class TaskBatchProcessor(BatchProcessor):
             return
         self.sub_batches += 1
         self.records_run += len(deliveries)
-        kept_before = len(self.app.processor.poison)
+        processor = self.app.processor
+        kept_before = len(processor.poison)
+        error: BaseException | None = None
+        kept: set[int] = set()
         with subsegment(self.tracer, "## tq_aws sub-batch") as annotate:
             annotate("records", len(deliveries))
             try:
-                run(self.app.processor.process(deliveries))
+                run(processor.process(deliveries))
             except Exception as exc:
-                self._sub_error = exc
-                if len(self.app.processor.poison) - kept_before < len(poison):
-                    self._poison = set()  # not kept either: reported with the rest, to come again
+                error = exc
                 annotate("not_recorded", True)
+                if len(processor.poison) - kept_before >= len(poison):
+                    kept = {i for i in range(start, end) if i in poison}
+                kept |= self._park(start, end, deliveries, exc)
                 logger.warning(
                     "outcomes of %d record(s) (%s .. %s) could not be recorded; they are "
                     "reported for redelivery",
@@ -187,14 +223,37 @@ class TaskBatchProcessor(BatchProcessor):
                     exc_info=exc,
                 )
         self.deadline.observe(len(deliveries))
-        # every record of the sub-batch ran and was recorded: each one is simply a success
-        self._recorded = self._sub_error is None and not poison and not blocked_keys
+        for i in range(start, end):
+            if verdicts[i] is not None:
+                continue
+            if error is None or i in kept:
+                verdicts[i] = Verdict.RECORDED
+            else:
+                verdicts[i] = Verdict.NOT_RECORDED
+                self._errors[i] = error
+                stop_key(self._failed_keys, items[i].key)
+
+    def _park(
+        self, start: int, end: int, deliveries: list[Delivery], error: BaseException
+    ) -> set[int]:
+        """The items of a sub-batch that could not be recorded and are now parked (they have
+        failed ``max_deliveries`` times); none if the count or the poison store fails."""
+        try:
+            parked = run(self.app.processor.settle_unrecorded(deliveries, error))
+        except Exception:
+            logger.warning("records that failed again could not be parked", exc_info=True)
+            return set()
+        if not parked:
+            return set()
+        self.parked += len(parked)
+        ids = {id(d) for d in parked}
+        return {i for i in range(start, end) if id(self._items[i].delivery) in ids}
 
     def _hand_back(self, start: int, planned: int) -> None:
         left = self.deadline.started_with or 0.0
-        self._cut_from = start
-        self._sub_end = len(self.records)
-        self._poison = set()
+        self._next = len(self._items)
+        for i in range(start, len(self._items)):
+            self._verdicts[i] = Verdict.HANDED_BACK
         self._cut_reason = (
             f"not started with {left:.3f} s left: the safety margin is "
             f"{self.deadline.margin:g} s and the next sub-batch was estimated at "
@@ -202,9 +261,27 @@ class TaskBatchProcessor(BatchProcessor):
         )
         logger.warning(
             "%d record(s) handed back for redelivery: %s",
-            len(self.records) - start,
+            len(self.records) - self._items[start].record if start < len(self._items) else 0,
             self._cut_reason,
         )
+
+
+_SEVERITY = {
+    Verdict.HANDED_BACK: 3,
+    Verdict.NOT_RECORDED: 2,
+    Verdict.BLOCKED: 1,
+    Verdict.RECORDED: 0,
+}
+
+
+def _worst(verdicts: list[Verdict | None]) -> Verdict:
+    """A record of several deliveries (a KPL aggregate) is as bad as its worst one; a record
+    of none (an empty aggregate) is simply recorded."""
+    worst = Verdict.RECORDED
+    for v in verdicts:
+        if v is not None and _SEVERITY[v] > _SEVERITY[worst]:
+            worst = v
+    return worst
 
 
 __all__ = ["TaskBatchProcessor"]

@@ -9,6 +9,11 @@ which the engine keeps as a poison record with its bytes, reason and position.
 Positions name the record the way the in-process sources do: ``<stream>/<shard>/<sequence>``
 for Kinesis, the message id for SQS. The item identifier Lambda expects back in
 ``batchItemFailures`` is the sequence number (Kinesis) or the message id (SQS).
+
+A Kinesis record aggregated by the KPL holds many user records: as the KCL does, each becomes
+its own delivery (``<stream>/<shard>/<sequence>/<subSequenceNumber>``, its own partition key),
+and the record is reported by its (parent) sequence number if any of them must come again
+(``record_deliveries``). An SQS record's ``ApproximateReceiveCount`` is its delivery count.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
+from tq_aws.backends.aws.kinesis_shards import user_deliveries
+from tq_aws.core import kpl
 from tq_aws.core.codec import decode_sqs_body
 from tq_aws.errors import CodecError, LambdaEventError
 from tq_aws.ports import Delivery
@@ -181,8 +188,34 @@ def decoder(source: EventSource) -> Callable[[Record], Delivery]:
     return kinesis_delivery if source is EventSource.KINESIS else sqs_delivery
 
 
+def record_deliveries(source: EventSource) -> Callable[[Record], list[Delivery]]:
+    """For records of ``source``: a record's deliveries (one, or one per user record of a KPL
+    aggregate)."""
+    return kinesis_deliveries if source is EventSource.KINESIS else _sqs_deliveries
+
+
+def kinesis_deliveries(record: Record) -> list[Delivery]:
+    """A Kinesis record's deliveries: one, or one per user record of a KPL aggregate (a bad
+    aggregate is one poison delivery, reason ``kpl_malformed``)."""
+    delivery = kinesis_delivery(record)
+    if delivery.task is not None or not kpl.is_aggregated(delivery.data):
+        return [delivery]
+    return user_deliveries(
+        delivery.queue_id,
+        delivery.position,
+        delivery.data,
+        delivery.partition_key,
+        delivery.token,
+    )
+
+
+def _sqs_deliveries(record: Record) -> list[Delivery]:
+    return [sqs_delivery(record)]
+
+
 def kinesis_delivery(record: Record) -> Delivery:
-    """A Kinesis record as a ``Delivery`` (see ``to_delivery``)."""
+    """A Kinesis record as one ``Delivery`` (see ``to_delivery``; ``kinesis_deliveries`` reads
+    KPL aggregates too)."""
     kinesis = record["kinesis"]
     sequence: str = kinesis["sequenceNumber"]
     stream, prefix = _stream_name(record.get("eventSourceARN") or "")
@@ -214,7 +247,15 @@ def sqs_delivery(record: Record) -> Delivery:
         data = decode_sqs_body(body)
     except CodecError as exc:
         return _undecoded(queue_url, body, message_id, key, message_id, exc)
-    delivery = Delivery.decode(queue_url, data, message_id, partition_key=key, token=message_id)
+    count = (record.get("attributes") or {}).get("ApproximateReceiveCount")
+    delivery = Delivery.decode(
+        queue_url,
+        data,
+        message_id,
+        partition_key=key,
+        token=message_id,
+        deliveries=int(count) if isinstance(count, str) and count.isdigit() else None,
+    )
     if key is None and delivery.task is not None:
         delivery.partition_key = delivery.task.partition_key or delivery.task.id
     return delivery
@@ -255,9 +296,11 @@ __all__ = [
     "event_source",
     "item_identifier",
     "key_reader",
+    "kinesis_deliveries",
     "kinesis_delivery",
     "kinesis_key",
     "ordering_key",
+    "record_deliveries",
     "sqs_delivery",
     "sqs_key",
     "to_delivery",
