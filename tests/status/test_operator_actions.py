@@ -181,3 +181,38 @@ async def test_every_action_is_logged_with_who_what_and_when(
     ]
     at = {r.operator_at for r in caplog.records if r.name == "tq_aws.engine.operator"}  # type: ignore[attr-defined]
     assert at == {clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+async def test_a_retried_join_moves_its_flows_row_on(app: TaskQueue) -> None:
+    from tq_aws import Join
+
+    joins: list[int] = []
+
+    @app.executor("f", "start")
+    async def start(task: Task, actions: Actions) -> None:
+        steps = [Task(type="step", queue_id="f")]
+        actions.start_flow(steps, Join(queue_id="f", type="join"), entity=USER)
+        actions.success(task, None)
+
+    @app.executor("f", "step")
+    async def step(task: Task, actions: Actions) -> None:
+        actions.success(task, 1)
+
+    @app.executor("f", "join")
+    async def join(task: Task, actions: Actions) -> None:
+        joins.append(task.retry_count)
+        if len(joins) == 1:
+            raise RuntimeError("warehouse offline")
+        actions.success(task, "shipped")
+
+    await app.add_tasks([Task(type="start", queue_id="f")])
+    await app.run_until_idle()
+    [flow_row] = [r for r in await app.entity_status(USER) if r.kind == "flow"]
+    assert (flow_row.status, flow_row.error) == ("failed", "warehouse offline")
+    status = await app.flow_status(flow_row.task_id)
+    assert status is not None
+    assert await app.retry_task(status.join_task_id) is True
+    await app.run_until_idle()
+    assert joins == [0, 1]
+    [flow_row] = [r for r in await app.entity_status(USER) if r.kind == "flow"]
+    assert (flow_row.status, flow_row.result, flow_row.generation) == ("executed", "shipped", 1)

@@ -31,7 +31,7 @@ from tq_aws.core.flows import (
     flow_meta,
     status_of,
 )
-from tq_aws.core.projections import RANKS, ProjectionRow, version_of
+from tq_aws.core.projections import RANKS, ProjectionRow, generation_of, version_of
 from tq_aws.core.task import Task
 from tq_aws.engine import blobs
 from tq_aws.engine.context import EngineContext
@@ -117,7 +117,10 @@ class FlowCoordinator:
             return
         now = self._clock.now()
         result = join.execution_result if status == "executed" else None
-        row = _flow_row(record, status, now, error=error, result=result)
+        # an operator's retry of a failed join is a new generation: its outcome replaces the row
+        row = _flow_row(
+            record, status, now, error=error, result=result, generation=generation_of(join)
+        )
         await self._write_rows([row])
 
     async def status(self, flow_id: str) -> FlowStatus | None:
@@ -217,6 +220,7 @@ def _flow_row(
     *,
     error: str | None = None,
     result: object = None,
+    generation: int = 0,
 ) -> ProjectionRow:
     assert record.entity is not None
     return ProjectionRow(
@@ -228,6 +232,7 @@ def _flow_row(
         status=status,
         rank=RANKS[status],
         version=version_of(now),
+        generation=generation,
         error=error,
         result=result,
         created_at=record.started_at,
