@@ -108,8 +108,11 @@ class Task(BaseModel):
     execute_at: datetime | None = None
     """Earliest time to run. A time in the future goes through the Scheduler and is stored."""
     status: TaskStatus = TaskStatus.SCHEDULED
+    """Where the task is in its life; set by the framework (producers leave it out)."""
     created_at: datetime | None = None
+    """When the task was added (UTC); set by ``add_tasks`` when absent."""
     updated_at: datetime | None = None
+    """When the task's record last changed (UTC); the framework's own."""
     retries: int | None = Field(default=None, ge=0)
     """Maximum number of retries for this task; overrides the executor's ``retries``."""
     retry_after: float | None = Field(default=None, ge=0)
@@ -117,6 +120,7 @@ class Task(BaseModel):
     expires_at: datetime | None = None
     """A task delivered after this time is not run; it ends ``expired``."""
     processing_started_at: datetime | None = None
+    """When its current attempt started (UTC); the framework's own."""
     force_store: bool = False
     """Keep a durable copy from the moment it is added (readable with ``get_task``)."""
     execution_stats: dict[str, Any] = Field(default_factory=dict)
@@ -127,7 +131,11 @@ class Task(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Framework namespace: ``log_context`` (correlation keys) and ``flow_meta``."""
     task_group: str | None = None
+    """A label of the caller's, carried with the task and not interpreted (the reference's
+    ``task_group``)."""
     task_hash: str | None = None
+    """A label of the caller's, carried with the task and not interpreted (the reference's
+    ``task_hash``)."""
     execution_result: Any = None
     """The value given to ``actions.success``; large values are kept in the BlobStore."""
     entity: Entity | None = None
