@@ -2,6 +2,8 @@
 
 ``python -m bench`` runs them at full size; ``python -m bench --quick`` runs a smoke-sized pass;
 ``--only NAME`` runs one module. Each module also runs alone: ``python -m bench.<name> --help``.
+At the end it prints the rows every module reported (``bench._rounds.report``) as one table:
+each measure, its median, CPU-time ratio, spread, target and verdict.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pkgutil
 from collections.abc import Sequence
 
 import bench
+from bench._rounds import ROWS, describe_machine, render_table
 
 
 def benchmark_names() -> list[str]:
@@ -38,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"== bench.{name} ==", flush=True)
         status = max(status, int(run(["--quick"] if args.quick else [])))
         print(flush=True)
+    if ROWS:
+        print("== the performance table ==")
+        print(describe_machine())
+        print(render_table(ROWS), flush=True)
     return status
 
 

@@ -49,6 +49,9 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from bench._rounds import Row as BenchRow
+from bench._rounds import report
+
 if TYPE_CHECKING:
     from tq_aws import TaskQueue
 
@@ -912,7 +915,64 @@ def check(label: str, ok: bool, detail: str) -> bool:
     return ok
 
 
-def report(rows: dict[str, Row], flows: Sequence[FlowCost]) -> None:
+KINESIS_TARGET = 0.05
+"""Dollars per million plain tasks on an on-demand stream."""
+FLOW_STEP_TARGET = 0.75
+"""Dollars of DynamoDB per million flow steps, at every flow size."""
+
+
+def flow_step_dollars(f: FlowCost) -> float:
+    """DynamoDB dollars per million steps of one flow: the steps' writes and the reads."""
+    return (f.step_wru * PRICES.dynamodb_wru + f.rru * PRICES.dynamodb_rru) / f.steps * 1e6
+
+
+def report_rows(rows: dict[str, Row], flows: Sequence[FlowCost]) -> None:
+    """The performance table's rows: counted, not timed (the same on every run)."""
+    print()
+    for key, label in (("plain_kinesis", "without aggregation"), ("plain_kinesis_agg", "with")):
+        r = rows.get(key)
+        if r is None:
+            continue
+        dollars = r.per(r.cost) * 1e6
+        per_record = r.meter.kinesis_kib / max(1, r.meter.kinesis_records)
+        report(
+            BenchRow(
+                measure=f"plain task on an on-demand Kinesis stream, cost per million ({label})",
+                value=_money(dollars),
+                cpu="",
+                spread="",
+                target=f"<= {_money(KINESIS_TARGET)}",
+                met=dollars <= KINESIS_TARGET,
+                note=(
+                    f"{r.n:,} tasks, {r.meter.kinesis_records:,} Kinesis records of "
+                    f"{per_record:.2f} KiB billed each; counted, not timed"
+                ),
+            )
+        )
+    if flows:
+        per_step = [flow_step_dollars(f) for f in flows]
+        worst = max(per_step)
+        flat = max(per_step) - min(per_step) <= 0.05 * worst
+        report(
+            BenchRow(
+                measure="flow step, DynamoDB cost per million",
+                value=_money(worst) + " (the largest)",
+                cpu="",
+                spread=", ".join(
+                    f"{f.steps:,}: {_money(d)}" for f, d in zip(flows, per_step, strict=True)
+                ),
+                target=f"<= {_money(FLOW_STEP_TARGET)}, flat",
+                met=worst <= FLOW_STEP_TARGET and flat,
+                note=(
+                    f"{'flat' if flat else 'NOT flat'} across sizes; "
+                    f"{max(f.step_wru / f.steps for f in flows):.3f} WRU per step at most; "
+                    "counted, not timed"
+                ),
+            )
+        )
+
+
+def check_targets(rows: dict[str, Row], flows: Sequence[FlowCost]) -> None:
     print("\nTargets")
     plain = rows["plain_kinesis"]
     puts = plain.meter.calls["kinesis.PutRecords"]
@@ -1070,7 +1130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_tasks(list(rows.values()))
     print()
     print_flows(flows)
-    report(rows, flows)
+    check_targets(rows, flows)
+    report_rows(rows, flows)
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return 0
 

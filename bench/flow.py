@@ -32,13 +32,17 @@ Both runs mark the end of each phase of the flow (build the steps, start the flo
 run the steps, fan in): the time run gives each phase's seconds, the memory run the peak within
 it and what is live at its end, so a table shows where the time and the bytes go.
 
-The time runs go one after the other; the memory runs go ``--jobs`` at a time. Then tq-aws flows
+``--repeats`` rounds (default 5) of time runs go one after the other, each round running both
+sides, every other round starting with Dramatiq; the time ratio is the median of the rounds'
+ratios (CPU-time ratio and spread beside it). ``--memory-repeats`` rounds (default 5) of
+memory runs go ``--jobs`` at a time; the peak ratio is the median of theirs. Targets: time at
+most 0.33x Dramatiq's, peak memory at most 1.0x. Then tq-aws flows
 of several sizes show the peak bytes per step, that the flow store holds no step result after
 the join (``step_count(flow_id) == 0``) and that the barrier it keeps is small and the same size
 whatever N is.
 
 Run: ``python -m bench.flow`` (``--quick``, ``--steps``, ``--batch-size``, ``--threads``,
-``--repeats``, ``--jobs``, ``--profile``).
+``--repeats``, ``--memory-repeats``, ``--jobs``, ``--profile``).
 """
 
 from __future__ import annotations
@@ -51,7 +55,6 @@ import io
 import itertools
 import json
 import os
-import platform
 import pstats
 import resource
 import subprocess
@@ -60,7 +63,7 @@ import threading
 import time
 import tracemalloc
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
@@ -73,6 +76,7 @@ from dramatiq.composition import group
 from dramatiq.middleware import GroupCallbacks
 from dramatiq.rate_limits.backends import StubBackend
 
+from bench._rounds import MIN_ROUNDS, Paired, Row, Timing, describe_machine, ratio_row, report
 from tq_aws import Actions, Join, Task, TaskQueue
 from tq_aws.backends.memory.flow_store import MemoryFlowStore
 
@@ -85,6 +89,8 @@ FLOW_STORE_LIMIT = 4096
 CHILD_TIMEOUT = 900.0
 RESULT_PREFIX = "FLOW-BENCH-RESULT "
 MiB = 1024 * 1024
+TARGET_TIME = 0.33
+TARGET_PEAK = 1.0
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -437,20 +443,13 @@ def _mib(size: int) -> str:
     return f"{size / MiB:,.1f}"
 
 
-def _load() -> str:
-    try:
-        return " ".join(f"{load:.2f}" for load in os.getloadavg())
-    except OSError:
-        return "unknown"
-
-
 def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}"
 
 
 def render_comparison(tq: tuple[Measure, Measure], dq: tuple[Measure, Measure]) -> str:
-    """Per side: N, seconds, CPU seconds, steps/s, tracemalloc peak, RSS high-water; then the
-    ratios."""
+    """Per side, its median runs: N, seconds, CPU seconds, steps/s, tracemalloc peak, RSS
+    high-water; then what each still holds."""
     header = (
         f"{'side':<9} {'N':>8} {'seconds':>8} {'CPU s':>7} {'steps/s':>8} "
         f"{'peak MiB':>9} {'B/step':>7} {'RSS MiB':>8}"
@@ -463,17 +462,7 @@ def render_comparison(tq: tuple[Measure, Measure], dq: tuple[Measure, Measure]) 
             f"{_rate(n, timed.seconds):>8} {_mib(traced.peak):>9} {traced.peak // n:>7,} "
             f"{_mib(timed.rss_delta):>8}"
         )
-    time_ratio = tq[0].seconds / dq[0].seconds
-    cpu_ratio = tq[0].cpu_seconds / dq[0].cpu_seconds
-    peak_ratio = tq[1].peak / dq[1].peak
-    rss_ratio = tq[0].rss_delta / dq[0].rss_delta if dq[0].rss_delta else float("nan")
-    faster = "tq-aws" if time_ratio < 1 else "Dramatiq"
     lines.append("")
-    lines.append(
-        f"tq-aws / Dramatiq: time {time_ratio:.2f}x ({faster} is "
-        f"{max(time_ratio, 1 / time_ratio):.2f}x faster), CPU time {cpu_ratio:.2f}x; "
-        f"peak memory {peak_ratio:.2f}x (tracemalloc), {rss_ratio:.2f}x (RSS)"
-    )
     lines.append(
         f"still held after the join/callback (tracemalloc): tq-aws {_mib(tq[1].held_by_app)} MiB "
         f"in the TaskQueue (the join's task-store record, with its {tq[1].steps:,} results), "
@@ -576,8 +565,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeats",
         type=int,
-        default=1,
-        help="time runs per side, alternating; the fastest is shown (default 1)",
+        default=None,
+        help=f"rounds of time runs, alternating (default {MIN_ROUNDS}; --quick: 1)",
+    )
+    parser.add_argument(
+        "--memory-repeats",
+        type=int,
+        default=None,
+        help=f"rounds of traced runs (default {MIN_ROUNDS}; --quick: 1)",
     )
     parser.add_argument(
         "--jobs",
@@ -595,9 +590,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = QUICK_STEPS if args.quick else DEFAULT_STEPS
-    if min(args.steps, args.batch_size, args.threads, args.jobs, args.repeats) < 1:
-        parser.error("--steps, --batch-size, --threads, --jobs and --repeats must be at least 1")
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else MIN_ROUNDS
+    if args.memory_repeats is None:
+        args.memory_repeats = 1 if args.quick else MIN_ROUNDS
+    if (
+        min(args.steps, args.batch_size, args.threads, args.jobs, args.repeats, args.memory_repeats)
+        < 1
+    ):
+        parser.error("--steps, --batch-size, --threads, --jobs and the repeats must be at least 1")
     return args
+
+
+def _median_run(runs: Sequence[Measure], key: Callable[[Measure], float]) -> Measure:
+    """The run at the median of ``key`` (the upper one of an even count)."""
+    return sorted(runs, key=key)[len(runs) // 2]
 
 
 def sweep_sizes(n: int, quick: bool) -> list[int]:
@@ -621,20 +628,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.threads} worker thread(s))"
     )
     print(
-        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s), load average {_load()}; each run in a fresh interpreter "
-        f"after a warm-up of {min(n, WARMUP_STEPS):,} steps; time: best of {args.repeats}",
+        f"{describe_machine()}; each run in a fresh interpreter after a warm-up of "
+        f"{min(n, WARMUP_STEPS):,} steps; {args.repeats} time rounds, "
+        f"{args.memory_repeats} memory rounds",
         flush=True,
     )
     started = time.perf_counter()
     try:
-        timed: dict[str, list[Measure]] = {"tq-aws": [], "Dramatiq": []}
-        for _ in range(args.repeats):  # alternating, so a busy spell hits both sides
-            for side, runs in timed.items():
-                runs.append(measure_in_child(side, "time", n, args))
-        tq_time, dq_time = (min(runs, key=lambda m: m.seconds) for runs in timed.values())
+        timed = Paired()
+        tq_runs: list[Measure] = []
+        dq_runs: list[Measure] = []
+        for round_ in range(args.repeats):  # alternating, so a busy spell hits both sides
+            order = ("tq-aws", "Dramatiq") if round_ % 2 == 0 else ("Dramatiq", "tq-aws")
+            got = {side: measure_in_child(side, "time", n, args) for side in order}
+            tq_runs.append(got["tq-aws"])
+            dq_runs.append(got["Dramatiq"])
+            timed.add(
+                Timing(got["tq-aws"].seconds, got["tq-aws"].cpu_seconds),
+                Timing(got["Dramatiq"].seconds, got["Dramatiq"].cpu_seconds),
+            )
         sizes = sweep_sizes(n, args.quick)
-        jobs = [("Dramatiq", n), *(("tq-aws", size) for size in reversed(sizes))]
+        jobs: list[tuple[str, int]] = []
+        for round_ in range(args.memory_repeats):
+            pair = [("tq-aws", n), ("Dramatiq", n)]
+            jobs.extend(pair if round_ % 2 == 0 else reversed(pair))
+        jobs.extend(("tq-aws", size) for size in reversed(sizes) if size != n)
         with ThreadPoolExecutor(max_workers=args.jobs) as pool:
             futures = [
                 pool.submit(measure_in_child, side, "memory", size, args) for side, size in jobs
@@ -643,23 +661,63 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BenchError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    dq_memory = traced[0]
-    sweep = sorted(traced[1:], key=lambda m: m.steps)
-    tq_memory = sweep[-1]
+    tq_memories = [m for m in traced if m.side == "tq-aws" and m.steps == n]
+    dq_memories = [m for m in traced if m.side == "Dramatiq"]
+    peaks = Paired()
+    for t, d in zip(tq_memories, dq_memories, strict=True):
+        peaks.add(Timing(t.peak, 0.0), Timing(d.peak, 0.0))
+    tq_memory = _median_run(tq_memories, lambda m: m.peak)
+    dq_memory = _median_run(dq_memories, lambda m: m.peak)
+    tq_time = _median_run(tq_runs, lambda m: m.seconds)
+    dq_time = _median_run(dq_runs, lambda m: m.seconds)
+    sweep = sorted(
+        [m for m in traced if m.side == "tq-aws" and m.steps != n] + [tq_memory],
+        key=lambda m: m.steps,
+    )
     print()
     print(render_comparison((tq_time, tq_memory), (dq_time, dq_memory)))
     print()
-    print("by phase (seconds and CPU seconds from the untraced run; memory from the traced run:")
-    print("the peak within the phase and what is live at its end):")
+    print("every time run, seconds:")
+    print("  tq-aws   " + " ".join(f"{m.seconds:>7.2f}" for m in tq_runs))
+    print("  Dramatiq " + " ".join(f"{m.seconds:>7.2f}" for m in dq_runs))
+    print("every traced run, peak B/step:")
+    print("  tq-aws   " + " ".join(f"{m.peak // n:>7,}" for m in tq_memories))
+    print("  Dramatiq " + " ".join(f"{m.peak // n:>7,}" for m in dq_memories))
+    print()
+    print("by phase (seconds and CPU seconds from the median untraced run; memory from the median")
+    print("traced run: the peak within the phase and what is live at its end):")
     print(render_phases(((tq_time, tq_memory), (dq_time, dq_memory))))
     print()
     print("tq-aws memory per step (tracemalloc peak of the run; marginal: between two sizes):")
     print(render_proportionality(sweep))
     if tq_time.rss_source != "VmHWM":
         print("(RSS from getrusage: the high-water a child inherits can hide part of its delta)")
+    print()
+    report(
+        ratio_row(
+            f"flow of {n:,} no-op steps to its join / Dramatiq group + completion callback, time",
+            timed,
+            f"<= {TARGET_TIME:.2f}x",
+            lambda ratio: ratio <= TARGET_TIME,
+        )
+    )
+    low, high = peaks.spread()
+    report(
+        Row(
+            measure="same, peak memory (tracemalloc)",
+            value=(
+                f"{peaks.ratio():.2f}x ({tq_memory.peak // n:,} vs {dq_memory.peak // n:,} B/step)"
+            ),
+            cpu="",
+            spread=f"{low:.2f}-{high:.2f}x",
+            target=f"<= {TARGET_PEAK:.1f}x",
+            met=peaks.ratio() <= TARGET_PEAK,
+            note=f"median of {peaks.rounds} paired traced runs",
+        )
+    )
     if n < DEFAULT_STEPS:
         print(f"(a small run: indicative only; the default is N={DEFAULT_STEPS:,})")
-    print(f"wall time {time.perf_counter() - started:.1f}s; load average now {_load()}")
+    print(f"wall time {time.perf_counter() - started:.1f}s; {describe_machine()}")
     if args.profile:
         print()
         print(f"cProfile of one tq-aws flow, N={n:,}:")

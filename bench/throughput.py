@@ -19,10 +19,12 @@ Pairs (each tq-aws row is compared with the Dramatiq row named in "baseline"):
   ``StubBackend`` and ``store_results=True`` (every result written to the backend).
 * ``batch``: a tq-aws ``batch_executor`` against the plain Dramatiq baseline.
 
-Each case is measured ``--repeats`` times; the table shows the best run (fastest: noise only ever
-slows a run down) and the ratio of the medians next to the ratio of the bests. The last column is
-the ratio of the best CPU times (``time.process_time``: every thread of the process), which moves
-much less than wall time when other processes share the machine.
+Each round (``--repeats``, default 5) runs every case once, the two sides of a pair one after
+the other, every other round in reverse order. A pair is judged on the median of its rounds'
+ratios (``bench._rounds``); the table shows that median, the CPU-time ratio (median of the
+rounds' ``time.process_time`` ratios: every thread of the process, which moves much less than
+wall time when other processes share the machine), the spread of the rounds' ratios and the
+best run of each side. Target: tq-aws at least 5x Dramatiq on the plain pair.
 
 Run: ``python -m bench.throughput`` (``--quick``, ``--n``, ``--repeats``, ``--threads``,
 ``--batch-size``, ``--profile``).
@@ -36,25 +38,24 @@ import cProfile
 import gc
 import io
 import itertools
-import os
-import platform
 import pstats
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.results import Results
 from dramatiq.results.backends import StubBackend
 
+from bench._rounds import MIN_ROUNDS, Paired, Timing, describe_machine, ratio_row, report
 from tq_aws import Actions, Task, TaskQueue, TaskStatus
 
 QUEUE = "bench"
-TARGET_RATIO = 3.0
+TARGET_RATIO = 5.0
 DEFAULT_N = 20_000
 QUICK_N = 2_000
 WARMUP_N = 1_000
@@ -62,13 +63,6 @@ WARMUP_N = 1_000
 
 class BenchError(RuntimeError):
     """A measured run did not do the work it was timed for."""
-
-
-class Timing(NamedTuple):
-    """One measured run: wall-clock seconds and CPU seconds of the whole process."""
-
-    wall: float
-    cpu: float
 
 
 class _Clock:
@@ -243,23 +237,32 @@ def _rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}"
 
 
+def pair_rounds(tq: Case, base: Case) -> Paired:
+    """The rounds of one pair: ``tq.timings[i]`` and ``base.timings[i]`` ran in round ``i``."""
+    paired = Paired()
+    for t, b in zip(tq.timings, base.timings, strict=True):
+        paired.add(t, b)
+    return paired
+
+
 def render(n: int, cases: dict[str, Case]) -> str:
-    """The result table: per pair, both sides' best time and rate, and the ratios."""
+    """The result table: per pair, the median of the rounds' speed ratios (baseline time /
+    tq-aws time), its CPU-time ratio and spread, and both sides' best run."""
     header = (
-        f"{'pair':<9} {'N':>7}  {'tq-aws s':>8} {'tq-aws/s':>9}  "
-        f"{'baseline':<17} {'s':>6} {'tasks/s':>8}  {'ratio':>6} {'median':>6} {'cpu':>6}"
+        f"{'pair':<9} {'N':>7}  {'median':>6} {'cpu':>6} {'spread':>11}  {'tq-aws/s':>9}  "
+        f"{'baseline':<17} {'tasks/s':>8}"
     )
     lines = [header, "-" * len(header)]
     for pair in PAIRS:
         tq, base = cases[pair.tq], cases[pair.baseline]
-        ratio = base.best() / tq.best()
-        median_ratio = base.median() / tq.median()
-        cpu_ratio = base.best_cpu() / tq.best_cpu()
+        paired = pair_rounds(tq, base)
+        low, high = paired.speedup_spread()
         lines.append(
-            f"{pair.name:<9} {n:>7}  {tq.best():>8.3f} {_rate(n, tq.best()):>9}  "
-            f"{pair.baseline:<17} {base.best():>6.3f} {_rate(n, base.best()):>8}  "
-            f"{ratio:>5.2f}x {median_ratio:>5.2f}x {cpu_ratio:>5.2f}x"
+            f"{pair.name:<9} {n:>7}  {paired.speedup():>5.2f}x {paired.cpu_speedup():>5.2f}x "
+            f"{low:>5.2f}-{high:.2f}x  {_rate(n, tq.best()):>9}  "
+            f"{pair.baseline:<17} {_rate(n, base.best()):>8}"
         )
+    lines.append("  (median and spread of the rounds' speed ratios; tasks/s of the best runs)")
     lines.append("")
     lines.append("every run, tasks/s:")
     for case in cases.values():
@@ -290,7 +293,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help=f"N={QUICK_N} and 2 repeats: a smoke run"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="runs per case (default 3)")
+    parser.add_argument("--repeats", type=int, default=None, help=f"rounds (default {MIN_ROUNDS})")
     parser.add_argument(
         "--threads",
         type=int,
@@ -310,7 +313,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.n is None:
         args.n = QUICK_N if args.quick else DEFAULT_N
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 3
+        args.repeats = 2 if args.quick else MIN_ROUNDS
     if args.n < 1 or args.repeats < 1 or args.threads < 1 or args.batch_size < 1:
         parser.error("--n, --repeats, --threads and --batch-size must be at least 1")
     return args
@@ -321,14 +324,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     n: int = args.n
     cases = _cases(args.batch_size, args.threads)
     print(
-        f"embedded throughput: N={n}, best of {args.repeats}, tq-aws batch_size="
+        f"embedded throughput: N={n}, {args.repeats} rounds, tq-aws batch_size="
         f"{args.batch_size}, Dramatiq {dramatiq.__version__} StubBroker, "
         f"{args.threads} worker thread(s)"
     )
-    print(
-        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}, "
-        f"{os.cpu_count()} CPU(s)"
-    )
+    print(describe_machine())
     started = time.perf_counter()
     for case in cases:  # warm-up: imports, pydantic schemas, first-call caches
         case.run(min(n, WARMUP_N))
@@ -340,12 +340,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(render(n, by_name))
     print()
-    plain = by_name["dramatiq plain"].best() / by_name["tq plain"].best()
-    verdict = "met" if plain >= TARGET_RATIO else "NOT met"
-    print(f"target: tq-aws >= {TARGET_RATIO:.0f}x Dramatiq, plain pair: {verdict} ({plain:.2f}x)")
-    if n < DEFAULT_N or args.repeats < 3:
+    report(
+        ratio_row(
+            "plain no-op tasks, embedded: tq-aws / Dramatiq StubBroker+Worker (speed)",
+            pair_rounds(by_name["tq plain"], by_name["dramatiq plain"]),
+            f">= {TARGET_RATIO:.0f}x",
+            lambda ratio: ratio >= TARGET_RATIO,
+            speed=True,
+            note=f"N={n:,}",
+        )
+    )
+    if n < DEFAULT_N or args.repeats < MIN_ROUNDS:
         print("(a small or short run: indicative only; use the defaults for the figures)")
-    print(f"wall time {time.perf_counter() - started:.1f}s")
+    print(f"wall time {time.perf_counter() - started:.1f}s; {describe_machine()}")
     if args.profile is not None:
         print()
         print(f"cProfile of one tq-aws {args.profile} run, N={n}:")
