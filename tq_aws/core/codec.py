@@ -6,6 +6,11 @@ ISO-8601 strings. ``execute_at`` and ``updated_at`` are left out when they equal
 them is written as ``null``. A record may be zlib-compressed; JSON always starts with ``{`` and
 a zlib stream with ``0x78``, so the first byte tells them apart without a header of our own.
 
+Rolling deploys: a record of this version written by a newer release may carry fields this
+release does not know (a new optional field of the task or its entity); they are skipped, as
+protobuf skips unknown fields, and the task runs. A record of a newer *version* is refused
+(``unknown_version``): its meaning may have changed.
+
 An SQS message body is text: the record's JSON as is, or, when the record is compressed (or the
 JSON holds characters SQS does not carry), base64 of its bytes (``encode_sqs_body``). JSON
 always starts with ``{`` and base64 never does. The SQS backend writes it and both the SQS
@@ -105,8 +110,46 @@ def decode_task(data: bytes) -> Task:
         else:
             task = _EnvelopeV1.model_validate_json(data).task
     except ValidationError as exc:
-        raise _classify(data, exc) from exc
+        newer = _without_unknown_fields(data, exc)
+        if newer is None:
+            raise _classify(data, exc) from exc
+        task = newer
     return _with_times(task)
+
+
+def _without_unknown_fields(data: bytes, exc: ValidationError) -> Task | None:
+    """The task of a version-1 record whose only fault is fields this release does not know
+    (a newer producer's optional fields), read without them; ``None`` otherwise."""
+    errors = exc.errors()
+    if not errors or any(e["type"] != "extra_forbidden" for e in errors):
+        return None
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict) or doc.get("v") != CODEC_VERSION:
+        return None
+    task = doc.get("task")
+    if not isinstance(task, dict):
+        return None
+    skipped = []
+    for error in errors:
+        loc = list(error["loc"])
+        if loc and loc[0] == "task":
+            loc = loc[1:]
+        parent: object = task
+        for part in loc[:-1]:
+            parent = parent.get(part) if isinstance(parent, dict) else None
+        if not loc or not isinstance(parent, dict) or loc[-1] not in parent:
+            return None
+        del parent[loc[-1]]
+        skipped.append(".".join(str(p) for p in loc))
+    try:
+        decoded: Task = _TASK_VALIDATOR.validate_json(json.dumps(task))
+    except ValidationError:
+        return None
+    logger.debug("task %s: fields unknown to this release skipped: %s", decoded.id, skipped)
+    return decoded
 
 
 def _with_times(task: Task) -> Task:

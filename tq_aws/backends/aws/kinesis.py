@@ -59,7 +59,7 @@ from tq_aws.backends.aws.batching import (
 )
 from tq_aws.backends.aws.claim_check import fit_record
 from tq_aws.backends.aws.clients import AwsClients, error_code
-from tq_aws.backends.aws.kinesis_shards import list_shards, record_delivery, shard_iterator
+from tq_aws.backends.aws.kinesis_shards import list_shards, record_deliveries, shard_iterator
 from tq_aws.core.codec import encode_task
 from tq_aws.core.limits import (
     KINESIS_MAX_BYTES_PER_CALL,
@@ -379,7 +379,7 @@ class KinesisSource:
                     "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
                     "StartingSequenceNumber": last,
                 }
-                return [self._delivery(shard, r) for r in records]
+                return [d for r in records for d in self._deliveries(shard, r)]
             behind = int(page.get("MillisBehindLatest") or 0)
             # A closed shard is over when Kinesis gives no next iterator; moto keeps giving
             # one, so a closed shard that is caught up counts as ended too.
@@ -400,11 +400,11 @@ class KinesisSource:
             shard.resume = {"ShardIteratorType": "AT_TIMESTAMP", "Timestamp": taken_at}
         return iterator
 
-    def _delivery(self, shard: _Shard, record: dict[str, Any]) -> Delivery:
-        delivery = record_delivery(self.stream, shard.shard_id, record)
-        sequence = delivery.token[1]
+    def _deliveries(self, shard: _Shard, record: dict[str, Any]) -> list[Delivery]:
+        # a KPL aggregate is one delivery per user record, acknowledged with its aggregate
+        sequence = str(record["SequenceNumber"])
         shard.outstanding[int(sequence)] = sequence
-        return delivery
+        return record_deliveries(self.stream, shard.shard_id, record)
 
     def _by_shard(self, deliveries: Sequence[Delivery]) -> dict[str, list[tuple[int, str]]]:
         out: dict[str, list[tuple[int, str]]] = {}

@@ -319,8 +319,8 @@ class SqsSource:
         if delivery.partition_key is None and delivery.task is not None:
             delivery.partition_key = delivery.task.partition_key or delivery.task.id
         count = attributes.get("ApproximateReceiveCount")
-        if count is not None and int(count) > 1:
-            logger.debug("message %s received %s times", delivery.position, count)
+        if isinstance(count, str) and count.isdigit():
+            delivery.deliveries = int(count)  # bounds redeliveries (max_deliveries)
         return delivery
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:

@@ -11,6 +11,12 @@ partition key's order survives splits and merges.
 
 Every write of one lease (renew, checkpoint, finish, release, hand over) holds the reader's
 lock: a renewal changes the counter a checkpoint is fenced by.
+
+A KPL aggregate is deaggregated as the KCL does (``kinesis_shards.record_deliveries``): each user
+record is its own delivery, the checkpoint moves past whole aggregates only. A record whose
+batch keeps failing is parked in the poison store once its failed deliveries (counted in the
+poison store, so the count survives a lease moving to another worker) reach the app's
+``max_deliveries``; the reader then skips it, so the shard moves on.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws.clients import AwsClients, error_code, is_throttling
-from tq_aws.backends.aws.kinesis_shards import record_delivery, resume_position, shard_iterator
+from tq_aws.backends.aws.kinesis_shards import (
+    record_deliveries,
+    resume_position,
+    shard_iterator,
+)
 from tq_aws.core.leases import Lease
 from tq_aws.ports import LeaseStore
 from tq_aws.runtimes.ecs.options import WorkerOptions
@@ -87,6 +97,8 @@ class ShardReader:
         self.lost = False
         self.finished = False
         self.released = False
+        self.parked: set[str] = set()
+        """Positions this reader parked in the poison store: skipped when read again."""
 
     @property
     def shard_id(self) -> str:
@@ -270,9 +282,31 @@ class ShardReader:
         return await shard_iterator(kinesis, self.context.stream, self.shard_id, position)
 
     async def _process_records(self, records: list[dict[str, Any]]) -> None:
+        """Run the records' deliveries; raise when they must be read again (not recorded, and
+        not all parked)."""
         context = self.context
-        deliveries = [record_delivery(context.stream, self.shard_id, r) for r in records]
-        await context.app.processor.process(deliveries)
+        deliveries = [
+            d
+            for r in records
+            for d in record_deliveries(context.stream, self.shard_id, r)
+            if d.position not in self.parked
+        ]
+        if not deliveries:
+            return
+        processor = context.app.processor
+        try:
+            await processor.process(deliveries)
+        except Exception as exc:
+            try:
+                parked = await processor.settle_unrecorded(deliveries, exc)
+            except Exception:
+                logger.warning("shard %s: parking failed", self.shard_id, exc_info=True)
+                raise exc from None
+            self.parked.update(d.position for d in parked)
+            context.stats.records_parked += len(parked)
+            if any(d.task is not None and d.position not in self.parked for d in deliveries):
+                raise
+            # every record that could run is parked now: the shard moves on past them
         context.stats.batches += 1
         context.stats.records += len(deliveries)
 

@@ -5,7 +5,10 @@ current one runs, the visibility of every message in hand extended every ``heart
 seconds (so long tasks are not delivered twice), ``DeleteMessageBatch`` once the batch's
 outcomes are recorded, visibility 0 when they could not be. On a stop request, prefetched
 messages not yet started go back at once (visibility 0); cancelled at the end of the grace,
-everything in hand goes back.
+everything in hand goes back. A message whose batch could not be recorded and that SQS has
+delivered ``max_deliveries`` times (``ApproximateReceiveCount``) is parked in the poison store
+and deleted, so its FIFO group moves on; a redrive policy on the queue, if any, should allow
+more receives than that.
 """
 
 from __future__ import annotations
@@ -91,6 +94,7 @@ class SqsConsumer:
                     logger.warning(
                         "SQS batch of %s not recorded (%s); handed back", url, exc, exc_info=True
                     )
+                    batch = await self._park(source, batch, exc, in_hand)
                     await self._hand_back(source, batch, in_hand, count=False)
                     await pause(self.draining, backoff(failures))
                     continue
@@ -114,6 +118,32 @@ class SqsConsumer:
             raise
         finally:
             heartbeat.cancel()
+
+    async def _park(
+        self,
+        source: SqsSource,
+        batch: list[Delivery],
+        error: BaseException,
+        in_hand: dict[str, Delivery],
+    ) -> list[Delivery]:
+        """Park (and delete) the messages delivered ``max_deliveries`` times; return the rest,
+        to hand back."""
+        try:
+            parked = await self.app.processor.settle_unrecorded(batch, error)
+        except Exception:
+            logger.warning("parking messages of %s failed", self.url, exc_info=True)
+            return batch
+        if not parked:
+            return batch
+        self.stats.records_parked += len(parked)
+        try:
+            await source.ack(parked)
+        except Exception:  # they come back, and are parked again (the first sighting kept)
+            logger.warning("deleting parked messages of %s failed", self.url, exc_info=True)
+        done = {id(d) for d in parked}
+        for d in parked:
+            in_hand.pop(d.token, None)
+        return [d for d in batch if id(d) not in done]
 
     async def _receive(self, source: SqsSource, in_hand: dict[str, Delivery]) -> list[Delivery]:
         try:

@@ -25,6 +25,8 @@ class WorkerStats:
     sqs_heartbeats: int = 0
     sqs_handed_back: int = 0
     cancelled_at_grace: int = 0
+    records_parked: int = 0
+    """Records parked in the poison store after ``max_deliveries`` failed deliveries."""
 
 
 @dataclass(frozen=True, slots=True)
