@@ -89,3 +89,44 @@ def restart_at_lowest(
 
 def sequences(records: list[dict[str, Any]]) -> list[str]:
     return [r["kinesis"]["sequenceNumber"] for r in records]
+
+
+class WriteFailed(RuntimeError):
+    """A store write that failed (injected): a fault that lasts, not a passing one."""
+
+
+def fail_puts_for(
+    app: TaskQueue, task_ids: set[str], times: int = 1, error: type[Exception] = WriteFailed
+) -> dict[str, int]:
+    """Make ``app.task_store.put`` raise ``error`` when it writes one of ``task_ids``
+    (``times`` times each); returns the count of injected failures per id."""
+    store: Any = app.task_store
+    original = store.put
+    failures: dict[str, int] = {}
+
+    async def put(tasks: Any) -> Any:
+        for task in tasks:
+            if task.id in task_ids and failures.get(task.id, 0) < times:
+                failures[task.id] = failures.get(task.id, 0) + 1
+                raise error(f"injected: the write of task {task.id} failed")
+        return await original(tasks)
+
+    store.put = put
+    return failures
+
+
+def run_to_quiet(
+    handler: Callable[[dict[str, Any], Any], dict[str, Any]],
+    records: list[dict[str, Any]],
+    *,
+    limit: int = 12,
+) -> int:
+    """Invoke ``handler`` as Lambda does on one shard (restart at the lowest reported sequence
+    number) until nothing is reported; return the number of invocations, at most ``limit``."""
+    event = records
+    invocations = 0
+    while event and invocations < limit:
+        invocations += 1
+        response = handler({"Records": event}, Context())
+        event = restart_at_lowest(records, response)
+    return invocations
