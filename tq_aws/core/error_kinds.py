@@ -115,7 +115,9 @@ def error_kind(exc: BaseException) -> ErrorKind:
                 code == "TransactionCanceledException" and _cancelled_for_validation(error)
             ):
                 return ErrorKind.DATA
-            if code in TRANSIENT_CODES:
+            if code in TRANSIENT_CODES or (
+                code == "TransactionCanceledException" and _cancelled_for_load(error)
+            ):
                 return ErrorKind.TRANSIENT
             return ErrorKind.PERSISTENT
     names = {cls.__name__ for cls in type(exc).__mro__}
@@ -165,6 +167,17 @@ def _cancelled_for_validation(exc: BaseException) -> bool:
     response = getattr(exc, "response", None) or {}
     reasons = response.get("CancellationReasons") or []
     return any(isinstance(r, dict) and r.get("Code") == "ValidationError" for r in reasons)
+
+
+def _cancelled_for_load(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None) or {}
+    reasons = response.get("CancellationReasons") or []
+    return any(
+        isinstance(r, dict)
+        and r.get("Code")
+        in ("TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded")
+        for r in reasons
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
