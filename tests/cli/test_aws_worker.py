@@ -130,3 +130,45 @@ def test_a_failure_every_round_shows_its_traceback_once(moto_server: str, tmp_pa
     # leases taken before the table went fail their renewals too: at most one traceback per
     # kind of error for all the shards
     assert len([line for line in with_traceback if "renewing the lease of" in line]) <= 2
+
+
+def test_a_queue_that_keeps_failing_is_asked_less_and_less_often(
+    moto_server: str, tmp_path: Path
+) -> None:
+    env = aws_env(moto_server)
+    del env["TQ_STREAM"]
+    env["TQ_QUEUE_URL"] = f"{moto_server}/123456789012/{env['TQ_TABLE']}-q"
+    os.environ.update(env)
+    try:
+        ensure(TaskQueue.from_env())
+    finally:
+        for key in env:
+            os.environ.pop(key, None)
+    stderr = tmp_path / "stderr"
+    with stderr.open("w") as err:
+        proc = subprocess.Popen(
+            [*WORKER, "--poll-interval", "0.05", "--sqs-wait-seconds", "1"],
+            env=environment(env),
+            cwd=ROOT,
+            stderr=err,
+            text=True,
+        )
+    failing = "receiving from " + env["TQ_QUEUE_URL"] + " failed"
+    try:
+        wait_for(proc, stderr, "the worker to start", lambda t: " started: " in t)
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto_server)
+        sqs.delete_queue(QueueUrl=env["TQ_QUEUE_URL"])
+        wait_for(proc, stderr, "four failed receives", lambda t: t.count(failing) >= 4)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=LIMIT)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=LIMIT)
+    lines = stderr.read_text(errors="replace").splitlines()
+    receives = [line for line in lines if failing in line]
+    delays = [float(line.split("; again in ")[1].split(" s")[0]) for line in receives]
+    # backoff doubles from 0.5 s (with jitter: half to all of it) instead of every poll
+    assert delays[:4] == sorted(delays[:4])
+    assert delays[3] > 0.5 >= delays[0]
+    assert all(line.endswith("traceback shown once above]") for line in receives[1:])

@@ -58,6 +58,7 @@ class SqsConsumer:
         self.clients = clients
         self.options = options
         self.stats = stats
+        self._receive_failures = 0
         self.draining = draining
 
     async def run(self) -> None:
@@ -148,10 +149,20 @@ class SqsConsumer:
     async def _receive(self, source: SqsSource, in_hand: dict[str, Delivery]) -> list[Delivery]:
         try:
             batch = await source.receive(min(self.app.batch_size, MAX_BATCH_ENTRIES))
-        except Exception:
-            logger.warning("receiving from %s failed", source.queue_url, exc_info=True)
-            await pause(self.draining, self.options.poll_interval)
+        except Exception as exc:
+            # a queue that keeps failing (deleted, access revoked) is asked less and less often
+            self._receive_failures += 1
+            delay = max(self.options.poll_interval, backoff(self._receive_failures))
+            logger.warning(
+                "receiving from %s failed (%s); again in %.1f s",
+                source.queue_url,
+                exc,
+                delay,
+                exc_info=True,
+            )
+            await pause(self.draining, delay)
             return []
+        self._receive_failures = 0
         for d in batch:
             in_hand[d.token] = d
         return batch
