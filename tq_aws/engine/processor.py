@@ -134,7 +134,7 @@ class BatchProcessor:
     async def settle_unrecorded(
         self, deliveries: Sequence[Delivery], error: BaseException
     ) -> list[Delivery]:
-        """``process`` raised ``error`` for ``deliveries``: park, and return, the records that
+        """``process`` raised ``error`` for ``deliveries``: settle, and return, the records that
         have now failed ``max_deliveries`` deliveries; the caller acknowledges those and gives
         the others back.
 
@@ -142,7 +142,12 @@ class BatchProcessor:
         nothing, so an outage parks nothing. A source that counts deliveries (SQS
         ``ApproximateReceiveCount``, ``Delivery.deliveries``) is taken at its word; for the
         others (Kinesis) the poison store counts the failed deliveries of each position.
-        Raises when the count or the poison store write fails: then nothing is parked."""
+
+        A record due is run again alone first (when it shared its batch), so that only the
+        record that fails by itself is parked, not its neighbours: recorded alone, it is
+        settled; failing alone (not for a passing fault), it is parked in the poison store. A
+        key's records are settled in order: one that is not settled holds back the later ones
+        of its key. Raises when the count or the poison store write fails."""
         bound = self.max_deliveries
         decoded = [d for d in deliveries if d.task is not None]
         if bound is None or not decoded or error_kind(error) is ErrorKind.TRANSIENT:
@@ -154,23 +159,40 @@ class BatchProcessor:
                 [(d.queue_id, d.position) for d in uncounted], token=new_id()
             )
             counted.update((id(d), n) for d, n in zip(uncounted, counts, strict=True))
-        due = [d for d in decoded if counted.get(id(d), 0) >= bound]
-        if not due:
+        if not any(counted.get(id(d), 0) >= bound for d in decoded):
             return []
-        now = self._clock.now()
-        await self._keep(
-            [
-                self._parked(
-                    d,
-                    MAX_DELIVERIES,
-                    f"not recorded in {counted[id(d)]} deliveries (max_deliveries={bound}); "
-                    f"last error: {describe(error)}",
-                    now,
-                )
-                for d in due
-            ]
-        )
-        return due
+        settled: list[Delivery] = []
+        held: set[str] = set()
+        alone = len(decoded) > 1
+        for d in decoded:
+            key = d.partition_key
+            if counted.get(id(d), 0) < bound or (key is not None and key in held):
+                if key is not None:
+                    held.add(key)
+                continue
+            last: BaseException = error
+            if alone:
+                try:
+                    await self.process([d])
+                except Exception as exc:
+                    last = exc
+                else:
+                    settled.append(d)
+                    continue
+                if error_kind(last) is ErrorKind.TRANSIENT:
+                    if key is not None:
+                        held.add(key)
+                    continue
+            record = self._parked(
+                d,
+                MAX_DELIVERIES,
+                f"not recorded in {counted[id(d)]} deliveries (max_deliveries={bound}); "
+                f"last error: {describe(last)}",
+                self._clock.now(),
+            )
+            await self._keep([record])
+            settled.append(d)
+        return settled
 
     async def _park_unrecordable(
         self,

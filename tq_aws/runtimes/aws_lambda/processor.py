@@ -94,7 +94,8 @@ class TaskBatchProcessor(BatchProcessor):
         self.records_run = 0
         """Deliveries handed to the engine in the current (or last) invocation."""
         self.parked = 0
-        """Deliveries parked in the poison store after ``max_deliveries`` (this invocation)."""
+        """Deliveries settled after ``max_deliveries`` (this invocation): recorded when run
+        alone, else parked in the poison store."""
         self._deliveries_of = record_deliveries(source)
         self._key_of = key_reader(source)
         self._reset()
@@ -236,8 +237,9 @@ class TaskBatchProcessor(BatchProcessor):
     def _park(
         self, start: int, end: int, deliveries: list[Delivery], error: BaseException
     ) -> set[int]:
-        """The items of a sub-batch that could not be recorded and are now parked (they have
-        failed ``max_deliveries`` times); none if the count or the poison store fails."""
+        """The items of a sub-batch that could not be recorded and are now settled (they have
+        failed ``max_deliveries`` times: recorded when run alone, else parked); none if the
+        count or the poison store fails."""
         try:
             parked = run(self.app.processor.settle_unrecorded(deliveries, error))
         except Exception:

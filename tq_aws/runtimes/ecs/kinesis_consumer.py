@@ -98,7 +98,8 @@ class ShardReader:
         self.finished = False
         self.released = False
         self.parked: set[str] = set()
-        """Positions this reader parked in the poison store: skipped when read again."""
+        """Positions this reader settled after ``max_deliveries`` (recorded alone, or parked in
+        the poison store): skipped when read again."""
 
     @property
     def shard_id(self) -> str:

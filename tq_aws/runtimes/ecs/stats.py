@@ -26,7 +26,8 @@ class WorkerStats:
     sqs_handed_back: int = 0
     cancelled_at_grace: int = 0
     records_parked: int = 0
-    """Records parked in the poison store after ``max_deliveries`` failed deliveries."""
+    """Records settled after ``max_deliveries`` failed deliveries: recorded when run alone,
+    else parked in the poison store."""
 
 
 @dataclass(frozen=True, slots=True)
