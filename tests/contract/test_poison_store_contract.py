@@ -174,3 +174,16 @@ async def test_one_conditional_put_per_record_and_a_query_per_day(backend: Backe
     store.requests.clear()
     assert len(await store.recent()) == 5
     assert store.requests["Query"] == 15  # today and 14 days back (ttl_days=14)
+
+
+async def test_failed_deliveries_are_counted_per_position_and_a_repeat_counts_once(
+    store: Any,
+) -> None:
+    a, b = (QUEUE, "tq-tasks/shardId-0/1"), (QUEUE, "tq-tasks/shardId-0/2")
+    assert await store.count_failures([a, b], token="t-1") == [1, 1]
+    assert await store.count_failures([a], token="t-2") == [2]
+    # the same failure told twice (an answer lost, the call made again) counts once
+    assert await store.count_failures([a], token="t-2") == [2]
+    assert await store.count_failures([a, b], token="t-3") == [3, 2]
+    assert await store.count_failures([("other-stream", a[1])], token="t-3") == [1]
+    assert await store.recent() == []  # counting keeps no poison record
