@@ -31,3 +31,8 @@ async def pack(task: Task, actions: Any) -> None:
 async def packed(task: Task, actions: Any) -> None:
     steps = task.payload["flow_results"]["steps"]
     actions.success(task, {"boxes": sorted(s["result"]["box"] for s in steps)})
+
+
+@app.executor("orders", "refund", retries=0, store_on_failure=True)
+async def refund(task: Task, actions: Any) -> None:
+    actions.fail(task, "the payment provider refused the refund")

@@ -16,6 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -26,7 +27,7 @@ from tests.infra.aws_calls import api_calls, needed_actions
 from tests.infra.conftest import sam_transform
 from tests.infra.templates import Template
 from tests.support.aws import REGION, unique
-from tq_aws import Task, TaskQueue
+from tq_aws import Entity, Task, TaskQueue
 
 APP_SPEC = "tests.infra.rehearsal_app:app"
 PARAMETERS = {"SqsQueueIds": "items", "AppSpec": APP_SPEC}
@@ -223,54 +224,141 @@ async def flow_of(task_id: str) -> Any:
         await reader.aclose()
 
 
+class Worker:
+    """The worker function fed with what its event sources would read: the stream's new
+    records and the queue's messages, until both are idle. Records the AWS calls it makes."""
+
+    def __init__(self, deployed: dict[str, str]) -> None:
+        endpoint = os.environ["TQ_ENDPOINT_URL"]
+        config = Config(retries={"max_attempts": 1})
+        self.kinesis = boto3.client(
+            "kinesis", endpoint_url=endpoint, region_name=REGION, config=config
+        )
+        self.sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, config=config)
+        self.deployed = deployed
+        self.iterators: dict[str, str] = {}
+        self.invocations = {"kinesis": 0, "sqs": 0}
+        self.calls: set[str] = set()
+
+    def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
+        import lambdas.worker
+
+        with api_calls() as calls:
+            response: dict[str, Any] = lambdas.worker.handler(event, Context())
+        self.calls |= calls
+        return response
+
+    def drain(self) -> None:
+        for _ in range(20):
+            idle = True
+            for event in kinesis_events(self.kinesis, self.deployed["TQ_STREAM"], self.iterators):
+                idle = False
+                self.invocations["kinesis"] += 1
+                assert self.invoke(event) == {"batchItemFailures": []}
+            received = sqs_event(self.sqs, self.deployed["TQ_QUEUE_URL"])
+            if received is not None:
+                idle = False
+                self.invocations["sqs"] += 1
+                event, handles = received
+                assert self.invoke(event) == {"batchItemFailures": []}
+                for handle in handles.values():  # Lambda deletes what was not reported
+                    self.sqs.delete_message(
+                        QueueUrl=self.deployed["TQ_QUEUE_URL"], ReceiptHandle=handle
+                    )
+            if idle:
+                return
+        raise AssertionError("the worker never went idle")
+
+
+def granted_to(template: Template, handler: str) -> set[str]:
+    """The actions the role of the function with ``handler`` is allowed."""
+    function, _ = template.function(handler)
+    return template.actions(template.role_name_of(template.raw(function)["Properties"]["Role"]))
+
+
 def test_a_flow_completes_on_the_templates_resources(
     deployed: dict[str, str], transformed: Template
 ) -> None:
-    import lambdas.worker
-
-    endpoint = os.environ["TQ_ENDPOINT_URL"]
-    config = Config(retries={"max_attempts": 1})
-    kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name=REGION, config=config)
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION, config=config)
     assert deployed["TQ_QUEUE_URL"] and deployed["TQ_STREAM"] and deployed["TQ_BUCKET"]
     assert deployed["TQ_SCHEDULER_ROLE_ARN"].startswith("arn:aws:iam::")
+    worker = Worker(deployed)
 
     order_id = asyncio.run(add_order(["a", "b", "c"]))
-    iterators: dict[str, str] = {}
-    invocations = {"kinesis": 0, "sqs": 0}
-    worker_calls: set[str] = set()
-    for _ in range(20):
-        idle = True
-        for event in kinesis_events(kinesis, deployed["TQ_STREAM"], iterators):
-            idle = False
-            invocations["kinesis"] += 1
-            with api_calls() as calls:
-                response = lambdas.worker.handler(event, Context())
-            worker_calls |= calls
-            assert response == {"batchItemFailures": []}
-        received = sqs_event(sqs, deployed["TQ_QUEUE_URL"])
-        if received is not None:
-            idle = False
-            invocations["sqs"] += 1
-            event, handles = received
-            with api_calls() as calls:
-                response = lambdas.worker.handler(event, Context())
-            worker_calls |= calls
-            assert response == {"batchItemFailures": []}
-            for handle in handles.values():  # Lambda deletes what was not reported
-                sqs.delete_message(QueueUrl=deployed["TQ_QUEUE_URL"], ReceiptHandle=handle)
-        if idle:
-            break
-    assert invocations["kinesis"] >= 2 and invocations["sqs"] >= 1, invocations
+    worker.drain()
+    assert worker.invocations["kinesis"] >= 2 and worker.invocations["sqs"] >= 1
 
     flow = asyncio.run(flow_of(order_id))
     assert flow.state == "joined", flow
     assert flow.total == 3
 
     # every call the worker made is one its role grants
-    worker, _ = transformed.function("worker.handler")
-    role = transformed.role_name_of(transformed.raw(worker)["Properties"]["Role"])
-    granted = transformed.actions(role)
-    needed = needed_actions(worker_calls)
-    assert {"dynamodb:PutItem", "kinesis:PutRecords"} <= needed, worker_calls
+    needed = needed_actions(worker.calls)
+    assert {"dynamodb:PutItem", "kinesis:PutRecords"} <= needed, worker.calls
+    granted = granted_to(transformed, "worker.handler")
     assert needed <= granted, sorted(needed - granted)
+
+
+def status_call(method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """The status function invoked through its function URL, signed by an IAM principal."""
+    import lambdas.status
+    from tests.status.shop import url_event
+
+    iam = {"userArn": "arn:aws:iam::123456789012:user/operator", "accountId": "123456789012"}
+    response: dict[str, Any] = lambdas.status.handler(
+        url_event(method, path, body=body, iam=iam), Context()
+    )
+    return response
+
+
+def test_the_status_function_reads_and_acts_with_its_roles_rights(
+    deployed: dict[str, str], transformed: Template
+) -> None:
+    import lambdas.status
+
+    lambdas.status.status_handler.cache_clear()
+    worker = Worker(deployed)
+    [refund_id, later_id] = asyncio.run(add_refund_and_later())
+    worker.drain()
+
+    with api_calls() as calls:
+        for path in ("/", "/entities/customer/c-1", f"/tasks/{refund_id}", "/poison"):
+            assert status_call("GET", path)["statusCode"] == 200, path
+        assert status_call("POST", f"/tasks/{refund_id}/retry")["statusCode"] == 200
+        assert status_call("POST", f"/tasks/{later_id}/cancel")["statusCode"] == 200
+    lambdas.status.status_handler.cache_clear()
+    worker.drain()  # the retried refund runs (and fails) again
+    assert asyncio.run(attempts_of(refund_id)) == 1
+
+    needed = needed_actions(calls)
+    assert {"dynamodb:Query", "dynamodb:GetItem", "kinesis:PutRecords"} <= needed, calls
+    granted = granted_to(transformed, "status.handler")
+    assert needed <= granted, sorted(needed - granted)
+
+
+async def add_refund_and_later() -> list[str]:
+    producer = TaskQueue.from_env()
+    customer = Entity(id="c-1", type="customer")
+    try:
+        return await producer.add_tasks(
+            [
+                Task(type="refund", queue_id="orders", entity=customer),
+                Task(
+                    type="refund",
+                    queue_id="orders",
+                    entity=customer,
+                    execute_at=datetime.now(UTC) + timedelta(hours=1),
+                ),
+            ]
+        )
+    finally:
+        await producer.aclose()
+
+
+async def attempts_of(task_id: str) -> int:
+    reader = TaskQueue.from_env()
+    try:
+        task = await reader.get_task(task_id)
+        assert task is not None and task.status == "failed", task
+        return task.retry_count
+    finally:
+        await reader.aclose()
