@@ -13,9 +13,10 @@ process's wall time is printed beside it). The sides:
   KinesisDataStreams)`` and ``boto3.client("dynamodb")``: a bare Powertools consumer that
   reads and writes DynamoDB.
 
-Every child also reports which AWS SDK modules it imported (botocore, boto3, aioboto3,
-aiobotocore, aiohttp, pynamodb): the embedded default must import none of them, and a Kinesis
-consumer none of aioboto3, aiobotocore and aiohttp (nothing it needs before it produces).
+Every child also reports which AWS SDK modules it imported (botocore's sessions, boto3,
+aioboto3, aiobotocore, aiohttp, pynamodb; the bare ``botocore`` package that Powertools imports
+for its user-agent hook is not counted): the embedded default must import none of them, and a
+Kinesis consumer none of aioboto3, aiobotocore and aiohttp (nothing it needs before it sends).
 
 Every run gets the same environment: dummy credentials and region (nothing is sent: no client
 makes a request at set-up), no ``TQ_*`` variable but the side's own, and bytecode cached in a
@@ -49,7 +50,14 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT_PREFIX = "COLD-START-RESULT "
 TARGET_RATIO = 1.5
 DEFAULT_ROUNDS = 7
-SDK_MODULES = ("botocore", "boto3", "aioboto3", "aiobotocore", "aiohttp", "pynamodb")
+SDK_MODULES = (
+    "botocore.session",
+    "boto3",
+    "aioboto3",
+    "aiobotocore",
+    "aiohttp",
+    "pynamodb",
+)
 NOT_FOR_A_KINESIS_CONSUMER = ("aioboto3", "aiobotocore", "aiohttp")
 
 _PROLOGUE = """

@@ -241,7 +241,7 @@ class TaskQueue(Engine):
         whole number, or ``none`` never to park) unless ``max_deliveries`` is given.
         With none of ``TQ_STREAM``, ``TQ_QUEUE_URL`` or a ``TQ_SQS_QUEUES`` mapping set: the
         embedded default."""
-        from tq_aws.backends.aws.factory import settings_from_env
+        from tq_aws.backends.aws.env import settings_from_env
 
         if "max_deliveries" not in options:
             bound = max_deliveries_from_env(os.environ)

@@ -18,7 +18,7 @@ SOURCES = [
 NAME = re.compile(r"\bTQ_[A-Z][A-Z_]*[A-Z]\b")
 # settings_from_env reads TQ_ + NAME through a helper: get("STREAM"), get("QUEUE_URL")...
 PREFIXED = re.compile(r'(?<![.\w])get\("([A-Z][A-Z_]*)"\)')
-FACTORY = ROOT / "tq_aws" / "backends" / "aws" / "factory.py"
+FACTORY = ROOT / "tq_aws" / "backends" / "aws" / "env.py"
 
 
 def read_by_code() -> set[str]:

@@ -3,6 +3,7 @@ embedded default, and its tests, start without botocore."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -43,3 +44,84 @@ def test_fire_due_schedules_is_still_importable_from_the_test_helpers() -> None:
         assert callable(fire_due_schedules)
         """
     )
+
+
+# A Lambda's cold start: what a function imports before its first event. Powertools itself
+# imports the bare ``botocore`` package (its user-agent hook, no session or client), so the
+# check is on the parts that are an SDK at work.
+SDK_AT_WORK = (
+    "boto3",
+    "botocore.session",
+    "botocore.client",
+    "aioboto3",
+    "aiobotocore",
+    "aiohttp",
+    "pynamodb",
+)
+ASYNC_SDK = ("aioboto3", "aiobotocore", "aiohttp")
+LAMBDA_APP = """
+from tq_aws import TaskQueue
+
+app = TaskQueue.from_env()
+
+@app.executor("orders", "ship")
+def ship(task, actions):
+    actions.success(task)
+
+handler = app.lambda_handler()
+"""
+
+
+def loaded_after(code: str, modules: tuple[str, ...], env: dict[str, str]) -> list[str]:
+    """Which of ``modules`` are in ``sys.modules`` after ``code`` runs in a fresh interpreter
+    whose ``TQ_*`` variables are exactly ``env``."""
+    probe = textwrap.dedent(code) + textwrap.dedent(
+        f"""
+        import sys
+        print(",".join(m for m in {modules!r} if m in sys.modules))
+        """
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TQ_")}
+    environ.update({"AWS_DEFAULT_REGION": "us-east-1", **env})
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=environ,
+    )
+    return [m for m in done.stdout.strip().split(",") if m]
+
+
+def test_an_embedded_lambda_handler_loads_no_aws_sdk() -> None:
+    assert loaded_after(LAMBDA_APP, SDK_AT_WORK, {}) == []
+
+
+def test_a_kinesis_consumer_loads_no_async_sdk_before_it_sends() -> None:
+    env = {
+        "TQ_STREAM": "orders",
+        "TQ_TABLE": "tq-orders",
+        "TQ_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/tq-scheduler",
+    }
+    loaded = loaded_after(LAMBDA_APP + "\nassert app.transport is not None\n", SDK_AT_WORK, env)
+    assert [m for m in loaded if m in ASYNC_SDK] == []
+    assert "pynamodb" in loaded  # the stores it reads and writes are there, ready
+
+
+def test_the_async_sdk_comes_with_the_first_async_client() -> None:
+    code = """
+    import asyncio
+    from tq_aws.backends.aws.clients import AwsClients, AwsSettings
+
+    clients = AwsClients(AwsSettings(endpoint_url="http://127.0.0.1:9"))
+    import sys
+    assert "aioboto3" not in sys.modules
+
+    async def main():
+        await clients.get("kinesis")
+        await clients.aclose()
+
+    asyncio.run(main())
+    """
+    assert loaded_after(code, ASYNC_SDK, {}) == list(ASYNC_SDK)

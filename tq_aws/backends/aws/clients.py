@@ -1,5 +1,9 @@
 """AWS clients shared by the AWS backends: one aioboto3 session, async clients cached per event
-loop (an aiobotocore client cannot cross loops), and sync boto3 clients for sync paths."""
+loop (an aiobotocore client cannot cross loops), and sync boto3 clients for sync paths.
+
+The SDKs are imported when the first client is asked for, not with this module: a Lambda
+consumer that never sends (no child task, no retry) never loads aioboto3, aiobotocore and
+aiohttp, the largest part of a cold start."""
 
 from __future__ import annotations
 
@@ -7,11 +11,10 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aioboto3
-import boto3
-from botocore.config import Config
+if TYPE_CHECKING:
+    from botocore.config import Config
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,8 @@ class AwsSettings:
     read_timeout: float = 30.0
 
     def botocore_config(self) -> Config:
+        from botocore.config import Config
+
         return Config(
             region_name=self.region,
             retries={"max_attempts": self.max_attempts, "mode": "standard"},
@@ -55,8 +60,8 @@ class AwsClients:
 
     def __init__(self, settings: AwsSettings):
         self.settings = settings
-        self._session = aioboto3.Session(region_name=settings.region)
-        self._config = settings.botocore_config()
+        self._session: Any = None
+        self._config_made: Config | None = None
         self._async: dict[tuple[int, str], Any] = {}
         self._stacks: dict[int, contextlib.AsyncExitStack] = {}
         self._sync: dict[str, Any] = {}
@@ -67,6 +72,10 @@ class AwsClients:
         loop_id = id(asyncio.get_running_loop())
         client = self._async.get((loop_id, service))
         if client is None:
+            if self._session is None:
+                import aioboto3  # the first async client: see the module docstring
+
+                self._session = aioboto3.Session(region_name=self.settings.region)
             stack = self._stacks.setdefault(loop_id, contextlib.AsyncExitStack())
             client = await stack.enter_async_context(
                 self._session.client(
@@ -81,6 +90,8 @@ class AwsClients:
         with self._lock:
             client = self._sync.get(service)
             if client is None:
+                import boto3
+
                 client = boto3.client(
                     service,
                     region_name=self.settings.region,
@@ -89,6 +100,12 @@ class AwsClients:
                 )
                 self._sync[service] = client
             return client
+
+    @property
+    def _config(self) -> Config:
+        if self._config_made is None:
+            self._config_made = self.settings.botocore_config()
+        return self._config_made
 
     async def aclose(self) -> None:
         """Close the async clients of the running loop."""

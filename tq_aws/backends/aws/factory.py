@@ -1,25 +1,24 @@
 """The AWS backends of an app: ``AwsConfig`` (what ``TaskQueue.aws`` takes) to a ``Ports``
 bundle and the ``AwsResources`` behind it. It knows ports and backends only, never the engine.
 
-``TaskQueue.aws(...)`` and ``TaskQueue.from_env()`` import this module lazily, so the memory
-path never imports an AWS SDK.
+``TaskQueue.aws(...)`` imports this module lazily, and ``TaskQueue.from_env()`` only when a
+``TQ_*`` variable names AWS resources (``tq_aws.backends.aws.env`` reads them without any
+SDK), so the memory path never imports an AWS SDK.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from botocore.exceptions import ClientError
 
 from tq_aws.backends.aws import dynamodb
 from tq_aws.backends.aws.clients import AwsClients, AwsSettings, error_code
+from tq_aws.backends.aws.env import ENV_PREFIX, settings_from_env
 from tq_aws.backends.aws.routed import CombinedSource, RoutedTransport
 from tq_aws.backends.aws.routing import Routing
 from tq_aws.backends.aws.s3 import S3BlobStore
@@ -30,8 +29,6 @@ from tq_aws.errors import ConfigurationError
 from tq_aws.ports import Clock, Ports
 
 logger = logging.getLogger(__name__)
-
-ENV_PREFIX = "TQ_"
 
 
 @dataclass(slots=True)
@@ -214,43 +211,11 @@ def _default_role(settings: AwsSettings) -> str:
     )
 
 
-def settings_from_env(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """``TaskQueue.aws`` arguments from ``TQ_*`` variables, or ``None`` when neither
-    ``TQ_STREAM`` nor ``TQ_QUEUE_URL`` is set (then the embedded default is used)."""
-    env = os.environ if environ is None else environ
-
-    def get(name: str) -> str | None:
-        value = env.get(ENV_PREFIX + name)
-        return value.strip() if value and value.strip() else None
-
-    stream, queue_url = get("STREAM"), get("QUEUE_URL")
-    sqs_raw = get("SQS_QUEUES")
-    if not stream and not queue_url and not (sqs_raw and sqs_raw.startswith("{")):
-        return None
-    sqs_queues: Mapping[str, str] | list[str] | None = None
-    if sqs_raw:
-        if sqs_raw.startswith("{"):
-            try:
-                sqs_queues = dict(json.loads(sqs_raw))
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"TQ_SQS_QUEUES is not valid JSON ({exc}); give a JSON object "
-                    '{"queue_id": "queue URL"} or a comma-separated list of queue ids'
-                ) from exc
-        else:
-            sqs_queues = [q.strip() for q in sqs_raw.split(",") if q.strip()]
-    return {
-        "stream": stream,
-        "queue_url": queue_url,
-        "sqs_queues": sqs_queues,
-        "table": get("TABLE") or "tq",
-        "bucket": get("BUCKET"),
-        "scheduler_group": get("SCHEDULER_GROUP") or "tq",
-        "scheduler_role_arn": get("SCHEDULER_ROLE_ARN"),
-        "scheduler_dead_letter_arn": get("SCHEDULER_DLQ_ARN"),
-        "region": get("REGION")
-        or env.get("AWS_REGION")
-        or env.get("AWS_DEFAULT_REGION")
-        or "us-east-1",
-        "endpoint_url": get("ENDPOINT_URL"),
-    }
+__all__ = [
+    "ENV_PREFIX",
+    "AwsConfig",
+    "AwsResources",
+    "build",
+    "dynamodb_table_name",
+    "settings_from_env",
+]
