@@ -25,9 +25,19 @@ store calls), so the unit that succeeds or fails is the sub-batch, not the recor
 
 - an executor's own failure is a decision like any other: the task goes to the retry path and
   its record is *not* a batch item failure;
+- a task's own data that cannot be run or recorded (``fail(meta=...)`` that is not JSON, a
+  value a store refuses) ends that task ``failed`` and the rest is recorded
+  (``tq_aws.engine.recording``); it is never reported;
 - ``process`` raises only when outcomes could not be recorded (a store or transport write
   failed). Then every record of that sub-batch is reported, so Lambda delivers them again; each
-  outcome write is conditional and safe to repeat, so running them again is harmless.
+  outcome write is conditional and safe to repeat, so running them again is harmless. A record
+  that has failed so ``max_deliveries`` times (not for throttling, timeouts or connections) is
+  run alone once more, then parked in the poison store (``BatchProcessor.settle_unrecorded``)
+  and is a success: its key moves on.
+
+A KPL aggregate is one event record of many deliveries, one per user record (positions
+``<stream>/<shard>/<sequence>/<subSequenceNumber>``); it is reported, by its own sequence
+number, when any of them must come again.
 
 This is still Powertools batch processing, not a loop beside it (see ``processor``).
 
@@ -57,9 +67,11 @@ Time
 ----
 The handler watches ``context.get_remaining_time_in_millis()`` and starts no sub-batch it cannot
 finish: it needs the sub-batch's estimate (the slowest time per record of the sub-batches run
-so far, times its size, measured on the remaining time itself) plus ``safety_margin`` seconds
-left. Records not started are reported (handed back) before the timeout, so Lambda delivers
-them again instead of failing the whole batch on a timeout. A sub-batch is never interrupted:
+so far, times its size, measured on the remaining time itself) plus the margin left: at most
+``safety_margin`` seconds and at most ``margin_fraction`` of the time the invocation had at its
+start, so the first sub-batch always starts. Records not started are reported (handed back)
+before the timeout, so Lambda delivers them again instead of failing the whole batch on a
+timeout. A sub-batch is never interrupted:
 the margin must cover the variance of one sub-batch.
 
 Executors with ``handoff_timeout`` may leave long tasks running when the last sub-batch is done
