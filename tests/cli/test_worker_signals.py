@@ -5,6 +5,7 @@ while an executor blocks the event loop."""
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -108,6 +109,10 @@ def test_a_signal_stops_the_worker_between_batches(
 def test_local_says_what_it_runs_and_on_what(start: Callable[..., Worker]) -> None:
     worker = start(0)
     assert worker.proc.stdout is not None
+    ready, _, _ = select.select([worker.proc.stdout], [], [], LIMIT)
+    if not ready:
+        worker.proc.kill()
+        pytest.fail(f"the worker printed nothing:\n{worker.stderr()}")
     banner = worker.proc.stdout.readline()
     worker.proc.send_signal(signal.SIGTERM)
     worker.proc.communicate(timeout=LIMIT)

@@ -4,4 +4,5 @@ import sys
 
 from tq_aws.cli.root import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (pkgutil walks, docs) runs nothing
+    sys.exit(main())
