@@ -23,39 +23,29 @@ poison store (``BatchProcessor.settle_unrecorded``) and are successes; the other
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
 from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
 
+from tq_aws.core import kpl
 from tq_aws.errors import HandedBackError, KeyBlockedError, RecordNotRecordedError
 from tq_aws.ports import Delivery
 from tq_aws.runtimes.aws_lambda.deadline import Deadline
 from tq_aws.runtimes.aws_lambda.loop import run
 from tq_aws.runtimes.aws_lambda.observability import subsegment
 from tq_aws.runtimes.aws_lambda.planning import Verdict, plan_sub_batch, stop_key
-from tq_aws.runtimes.aws_lambda.records import EventSource, key_reader, record_deliveries
+from tq_aws.runtimes.aws_lambda.records import (
+    EventSource,
+    decoder,
+    key_reader,
+    record_deliveries,
+)
 
 if TYPE_CHECKING:
     from tq_aws.engine.engine import Engine
 
 logger = logging.getLogger(__name__)
-
-
-class _Item(NamedTuple):
-    """One delivery of the event: the record it belongs to and its ordering key."""
-
-    record: int
-    delivery: Delivery
-    key: str | None
-
-
-def _delivery_of(item: _Item) -> Delivery:
-    return item.delivery
-
-
-def _key_of_item(item: _Item) -> str | None:
-    return item.key
 
 
 class TaskBatchProcessor(BatchProcessor):
@@ -96,14 +86,19 @@ class TaskBatchProcessor(BatchProcessor):
         self.parked = 0
         """Deliveries settled after ``max_deliveries`` (this invocation): recorded when run
         alone, else parked in the poison store."""
+        self._decode = decoder(source)
         self._deliveries_of = record_deliveries(source)
         self._key_of = key_reader(source)
         self._reset()
 
     def _reset(self) -> None:
-        self._items: list[_Item] = []
-        self._spans: list[tuple[int, int]] = []
-        """Per event record: the range of its items."""
+        # The event's deliveries (items), in order: each one's delivery, ordering key and
+        # event record (parallel lists: the planner reads them by index).
+        self._deliveries: list[Delivery] = []
+        self._keys: list[str | None] = []
+        self._owners: list[int] = []
+        self._spans: list[tuple[int, int]] | None = None
+        """Per event record: the range of its items (``None``: one item per record)."""
         self._verdicts: list[Verdict | None] = []
         self._errors: dict[int, BaseException] = {}
         """Item index -> why its sub-batch was not recorded."""
@@ -120,17 +115,36 @@ class TaskBatchProcessor(BatchProcessor):
     def _prepare(self) -> None:
         super()._prepare()  # type: ignore[no-untyped-call]
         self._reset()
-        items, spans = self._items, self._spans
-        key_of, deliveries_of = self._key_of, self._deliveries_of
-        for index, record in enumerate(self.records):
-            first = len(items)
-            deliveries = deliveries_of(record)
-            if len(deliveries) == 1:
-                items.append(_Item(index, deliveries[0], key_of(record)))
-            else:  # user records of a KPL aggregate, each with its own partition key
-                items.extend(_Item(index, d, d.partition_key) for d in deliveries)
-            spans.append((first, len(items)))
-        self._verdicts = [None] * len(items)
+        records, decode, key_of = self.records, self._decode, self._key_of
+        deliveries = [decode(r) for r in records]
+        self._keys = [key_of(r) for r in records]
+        self._deliveries = deliveries
+        if self.source is EventSource.KINESIS and any(
+            d.task is None and kpl.is_aggregated(d.data) for d in deliveries
+        ):
+            self._expand_aggregates()
+        self._verdicts = [None] * len(self._deliveries)
+
+    def _expand_aggregates(self) -> None:
+        """One item per user record of each KPL aggregate, with its own partition key."""
+        plain, plain_keys = self._deliveries, self._keys
+        deliveries: list[Delivery] = []
+        keys: list[str | None] = []
+        owners: list[int] = []
+        spans: list[tuple[int, int]] = []
+        for index, (record, delivery) in enumerate(zip(self.records, plain, strict=True)):
+            first = len(deliveries)
+            if delivery.task is None and kpl.is_aggregated(delivery.data):
+                users = self._deliveries_of(record)
+                deliveries.extend(users)
+                keys.extend(d.partition_key for d in users)
+                owners.extend(index for _ in users)
+            else:
+                deliveries.append(delivery)
+                keys.append(plain_keys[index])
+                owners.append(index)
+            spans.append((first, len(deliveries)))
+        self._deliveries, self._keys, self._owners, self._spans = deliveries, keys, owners, spans
 
     def _clean(self) -> None:
         self._failed_keys.clear()
@@ -139,7 +153,8 @@ class TaskBatchProcessor(BatchProcessor):
     def _process_record(self, record: dict[str, Any]) -> Any:
         index = self._cursor
         self._cursor += 1
-        first, end = self._spans[index]
+        spans = self._spans
+        first, end = (index, index + 1) if spans is None else spans[index]
         while self._next < end:
             self._run_sub_batch()
         verdicts = self._verdicts
@@ -147,13 +162,13 @@ class TaskBatchProcessor(BatchProcessor):
         if outcome is Verdict.RECORDED:
             # recorded (or kept as poison, or parked): a success, without the handler's trip
             return self.success_handler(record=record, result=None)
-        for item in self._items[first:end]:  # the record comes again whole: its keys wait
-            stop_key(self._failed_keys, item.key)
+        for key in self._keys[first:end]:  # the record comes again whole: its keys wait
+            stop_key(self._failed_keys, key)
         if outcome is Verdict.HANDED_BACK:
             error = HandedBackError(self._cut_reason)
             return self._report(record, (HandedBackError, error, None))
         if outcome is Verdict.BLOCKED:
-            keys = sorted({str(i.key) for i in self._items[first:end] if i.key is not None})
+            keys = sorted({str(k) for k in self._keys[first:end] if k is not None})
             blocked = KeyBlockedError(
                 f"an earlier record of key {keys[0] if len(keys) == 1 else keys!r} was reported"
             )
@@ -180,20 +195,23 @@ class TaskBatchProcessor(BatchProcessor):
     def _run_sub_batch(self) -> None:
         """Plan and run the next sub-batch from ``_next``; decide each of its items."""
         start = self._next
-        items, verdicts = self._items, self._verdicts
+        everything, verdicts = self._deliveries, self._verdicts
+        # the planner reads items by index: deliveries and keys are looked up, not rebuilt
         deliveries, poison, end = plan_sub_batch(
-            items,
+            range(len(everything)),
             start,
             self.sub_batch_size,
             self._failed_keys,
-            _delivery_of,
-            _key_of_item,
+            everything.__getitem__,
+            self._keys.__getitem__,
         )
         self._next = end
-        planned = {id(d) for d in deliveries}
-        for i in range(start, end):
-            if id(items[i].delivery) not in planned:  # left out: its key is blocked
-                verdicts[i] = Verdict.BLOCKED
+        skipped = len(deliveries) < end - start  # some left out: their key is blocked
+        if skipped:
+            planned = {id(d) for d in deliveries}
+            for i in range(start, end):
+                if id(everything[i]) not in planned:
+                    verdicts[i] = Verdict.BLOCKED
         if not deliveries:
             return
         if not self.deadline.allows(len(deliveries)):
@@ -224,6 +242,9 @@ class TaskBatchProcessor(BatchProcessor):
                     exc_info=exc,
                 )
         self.deadline.observe(len(deliveries))
+        if error is None and not skipped:  # the common case: every item recorded
+            verdicts[start:end] = [Verdict.RECORDED] * (end - start)
+            return
         for i in range(start, end):
             if verdicts[i] is not None:
                 continue
@@ -232,7 +253,7 @@ class TaskBatchProcessor(BatchProcessor):
             else:
                 verdicts[i] = Verdict.NOT_RECORDED
                 self._errors[i] = error
-                stop_key(self._failed_keys, items[i].key)
+                stop_key(self._failed_keys, self._keys[i])
 
     def _park(
         self, start: int, end: int, deliveries: list[Delivery], error: BaseException
@@ -249,12 +270,16 @@ class TaskBatchProcessor(BatchProcessor):
             return set()
         self.parked += len(parked)
         ids = {id(d) for d in parked}
-        return {i for i in range(start, end) if id(self._items[i].delivery) in ids}
+        return {i for i in range(start, end) if id(self._deliveries[i]) in ids}
+
+    def _owner(self, item: int) -> int:
+        """The event record of item ``item``."""
+        return item if self._spans is None else self._owners[item]
 
     def _hand_back(self, start: int, planned: int) -> None:
         left = self.deadline.started_with or 0.0
-        self._next = len(self._items)
-        for i in range(start, len(self._items)):
+        self._next = len(self._deliveries)
+        for i in range(start, len(self._deliveries)):
             self._verdicts[i] = Verdict.HANDED_BACK
         self._cut_reason = (
             f"not started with {left:.3f} s left: the safety margin is "
@@ -263,7 +288,7 @@ class TaskBatchProcessor(BatchProcessor):
         )
         logger.warning(
             "%d record(s) handed back for redelivery: %s",
-            len(self.records) - self._items[start].record if start < len(self._items) else 0,
+            len(self.records) - self._owner(start),
             self._cut_reason,
         )
 
