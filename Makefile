@@ -1,19 +1,25 @@
-# One entry point. `make demo` and `make test` each set up .venv from the lock file first.
+# One entry point. `make demo` sets up .venv from the runtime's lock file (requirements.lock)
+# only; `make test` and the other targets add the development tools (requirements-dev.lock).
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+RUNTIME_STAMP := $(VENV)/.runtime-installed
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck imports unit browser infra docs docs-lock interop bench lock clean
 
-$(STAMP): pyproject.toml requirements.lock
+$(RUNTIME_STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
-	touch $(STAMP)
+	touch $@
 
-demo: $(STAMP)
+$(STAMP): $(RUNTIME_STAMP) requirements-dev.lock
+	$(BIN)/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock
+	touch $@
+
+demo: $(RUNTIME_STAMP)
 	$(BIN)/tq-aws demo
 
 lint: $(STAMP)
@@ -30,8 +36,8 @@ imports: $(STAMP)
 unit: $(STAMP) browser
 	$(BIN)/python -m pytest --ignore=tests/interop
 
-# The status page tests drive Debian's chromium through Playwright for Python (pinned in the
-# lock file); Playwright's own browser download is never used (it needs the internet).
+# The status page tests drive Debian's chromium through Playwright for Python (pinned in
+# requirements-dev.lock); Playwright's own browser download is never used (it needs the internet).
 CHROMIUM ?= /usr/bin/chromium
 browser:
 	test -x $(CHROMIUM) || (apt-get update && apt-get install -y chromium)
@@ -46,10 +52,11 @@ SAM_STAMP     := .venv-sam/.installed
 CHECKOV_STAMP := .venv-checkov/.installed
 CDK_CLI_STAMP := infra/node_modules/.installed
 
-$(INFRA_STAMP): pyproject.toml requirements.lock infra/requirements.lock
+$(INFRA_STAMP): pyproject.toml requirements.lock requirements-dev.lock infra/requirements.lock
 	test -x .venv-infra/bin/python || $(PYTHON) -m venv .venv-infra
 	.venv-infra/bin/python -m pip install --quiet --upgrade pip
-	.venv-infra/bin/python -m pip install --quiet -r requirements.lock -r infra/requirements.lock
+	.venv-infra/bin/python -m pip install --quiet -r requirements.lock -r requirements-dev.lock \
+	  -r infra/requirements.lock
 	.venv-infra/bin/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -110,13 +117,22 @@ interop: $(STAMP) $(INTEROP_STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# Re-resolve the pinned set (needs the registry); commit the result.
+# Re-resolve the pinned sets (needs the registry); commit the result. The whole set is resolved
+# once with the dev extra; requirements.lock is what `pip install .` takes of it, and
+# requirements-dev.lock the rest, so the two always install together.
+LOCK_HEAD     := \# The runtime: what pip install . brings, pinned (make demo installs it alone).
+DEV_LOCK_HEAD := \# The development tools, pinned to install beside requirements.lock (make test).
 lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --upgrade pip
 	.venv-lock/bin/python -m pip install --quiet -e '.[dev]'
-	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
-	rm -rf .venv-lock
+	.venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e' > .venv-lock.all
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --constraint .venv-lock.all -e .
+	{ echo "$(LOCK_HEAD)"; .venv-lock/bin/python -m pip freeze --exclude-editable \
+	  | grep -v '^-e'; } > requirements.lock
+	{ echo "$(DEV_LOCK_HEAD)"; grep -vxFf requirements.lock .venv-lock.all; } > requirements-dev.lock
+	rm -rf .venv-lock .venv-lock.all
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -35,7 +35,7 @@ def require_chromium() -> None:
         try:
             import playwright.sync_api  # noqa: F401
         except ImportError:
-            missing = "playwright is not installed (make installs it from requirements.lock)"
+            missing = "playwright is not installed (make installs it from requirements-dev.lock)"
     if missing is None:
         return
     if os.environ.get("CI") == "true":
