@@ -260,6 +260,10 @@ class BatchProcessor:
         # Tasks are sorted as they come until the first stored one; from there on they wait
         # for the claims (one store call), so the runnable ones keep their delivery order.
         awaiting_claims: list[Task] = []
+        if len({t.id for t in tasks}) < len(tasks):  # the same task more than once
+            kept = latest_attempts(tasks)
+            self._stats.duplicates_dropped += len(tasks) - len(kept)
+            tasks = kept
         for task in tasks:
             tid = task.id or ""
             if tid in seen:  # the same record twice in one batch
@@ -335,3 +339,17 @@ def _task_bytes(task: Task) -> bytes:
         return encode_task(task)
     except Exception:  # what could not be written: keep what can be
         return task.model_dump_json(fallback=repr).encode()
+
+
+def latest_attempts(tasks: list[Task]) -> list[Task]:
+    """One copy per task id: its latest attempt, where that copy was delivered.
+
+    A batch may hold a stale copy of a task (a redelivered earlier attempt) ahead of its
+    next attempt (a retry, an operator's retry). Keeping the first copy would drop the next
+    attempt as a duplicate and the stale one as stale, and the task would never run again."""
+    best: dict[str, int] = {}
+    for index, task in enumerate(tasks):
+        kept = best.get(task.id or "")
+        if kept is None or task.retry_count > tasks[kept].retry_count:
+            best[task.id or ""] = index
+    return [task for index, task in enumerate(tasks) if best[task.id or ""] == index]
