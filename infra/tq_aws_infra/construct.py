@@ -69,6 +69,11 @@ QUEUE_CONSUME_ACTIONS = [
     "sqs:ReceiveMessage",
     "sqs:SendMessage",
 ]
+# A record that keeps failing is parked by the worker after MAX_DELIVERIES deliveries, so the
+# event sources must deliver it more often than that before they give up on it themselves.
+MAX_DELIVERIES = 10
+STREAM_RETRY_ATTEMPTS = 10  # Lambda delivers a Kinesis record 1 + this many times
+MAX_RECEIVE_COUNT = 15
 WORKER_TABLE_ACTIONS = [
     "dynamodb:ConditionCheckItem",
     "dynamodb:DeleteItem",
@@ -208,7 +213,7 @@ class TqAws(Construct):
                 encryption=sqs.QueueEncryption.SQS_MANAGED,
                 enforce_ssl=True,
                 dead_letter_queue=sqs.DeadLetterQueue(
-                    max_receive_count=5, queue=self.dead_letter_queue
+                    max_receive_count=MAX_RECEIVE_COUNT, queue=self.dead_letter_queue
                 ),
             )
         self.stream_failure_queue = self._queue("StreamFailureQueue")
@@ -289,6 +294,7 @@ class TqAws(Construct):
             "TQ_SCHEDULER_GROUP": self.schedule_group.ref,
             "TQ_SCHEDULER_ROLE_ARN": self.scheduler_role.role_arn,
             "TQ_SCHEDULER_DLQ_ARN": self.schedule_dead_letter_queue.queue_arn,
+            "TQ_MAX_DELIVERIES": str(MAX_DELIVERIES),
             "TQ_REGION": Aws.REGION,
             "TQ_ENDPOINT_URL": "",  # only for a local emulator; empty on AWS
         }
@@ -346,7 +352,7 @@ class TqAws(Construct):
             maximum_batching_window_in_seconds=1,
             parallelization_factor=parallelization_factor,
             bisect_batch_on_function_error=True,
-            maximum_retry_attempts=10,
+            maximum_retry_attempts=STREAM_RETRY_ATTEMPTS,
             maximum_record_age_in_seconds=int(record_age.to_seconds()),
             function_response_types=["ReportBatchItemFailures"],
             destination_config=lambda_.CfnEventSourceMapping.DestinationConfigProperty(

@@ -146,7 +146,7 @@ def test_function_environment_names(template: Template, handler: str) -> None:
     _, props = template.function(handler)
     names = set(props["Environment"]["Variables"])
     tq = {n for n in names if n.startswith("TQ_")}
-    assert tq == FROM_ENV_NAMES | {"TQ_APP"}
+    assert tq == FROM_ENV_NAMES | {"TQ_APP", "TQ_MAX_DELIVERIES"}  # the latter read by the engine
     assert names - tq <= {n for n in names if n.startswith("POWERTOOLS_")}
     if handler == "worker.handler":
         assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= names
@@ -238,3 +238,21 @@ def test_outputs_name_stream_queue_table_bucket_and_status_url(template: Templat
     outputs = template.doc["Outputs"]
     names = {n for n in outputs if not n.startswith("CDK")}
     assert {"StreamName", "QueueUrl", "TableName", "BucketName", "StatusUrl"} <= names
+
+
+def test_the_worker_parks_a_failing_record_before_the_event_sources_give_up_on_it(
+    template: Template,
+) -> None:
+    """A record is parked as poison after ``TQ_MAX_DELIVERIES`` deliveries; Lambda must deliver
+    it at least that often (a Kinesis record 1 + MaximumRetryAttempts times, an SQS message
+    maxReceiveCount times) or it leaves by the on-failure destination or the DLQ unparked."""
+    _, worker = template.function("worker.handler")
+    max_deliveries = int(worker["Environment"]["Variables"]["TQ_MAX_DELIVERIES"])
+    [kinesis] = [
+        p
+        for p in template.of_type("AWS::Lambda::EventSourceMapping").values()
+        if "Kinesis::Stream" in str(p["EventSourceArn"])
+    ]
+    assert 1 + int(kinesis["MaximumRetryAttempts"]) > max_deliveries
+    [task_queue] = [p for p in template.of_type("AWS::SQS::Queue").values() if "RedrivePolicy" in p]
+    assert int(task_queue["RedrivePolicy"]["maxReceiveCount"]) > max_deliveries
