@@ -21,8 +21,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /src
 COPY pyproject.toml requirements.lock README.md ./
 COPY tq_aws/ tq_aws/
-# The runtime's dependencies at the lock's versions (the lock's development tools are not
-# installed: it is used as constraints only).
+# The runtime's dependencies at the lock's versions (requirements.lock is the runtime alone;
+# the development tools are in requirements-dev.lock, which the image never reads).
 RUN pip install --constraint requirements.lock . \
     && rm -rf /src
 
