@@ -129,18 +129,21 @@ class TaskQueue(Engine):
             max_deliveries=max_deliveries,
         )
         if ports is None:
-            transport = transport or MemoryTransport()
+            # `is None`, not `or`: an empty memory store has a length of 0, so it is falsy
+            transport = MemoryTransport() if transport is None else transport
             if source is None and isinstance(transport, PollingSource):
                 source = transport
             ports = Ports(
                 clock=clock or SystemClock(),
                 transport=transport,
-                task_store=task_store or MemoryTaskStore(),
-                projection_store=projection_store or MemoryProjectionStore(),
-                flow_store=flow_store or MemoryFlowStore(),
-                scheduler=scheduler or MemoryScheduler(transport),
-                blob_store=blob_store or MemoryBlobStore(),
-                poison_store=poison_store or MemoryPoisonStore(),
+                task_store=MemoryTaskStore() if task_store is None else task_store,
+                projection_store=MemoryProjectionStore()
+                if projection_store is None
+                else projection_store,
+                flow_store=MemoryFlowStore() if flow_store is None else flow_store,
+                scheduler=MemoryScheduler(transport) if scheduler is None else scheduler,
+                blob_store=MemoryBlobStore() if blob_store is None else blob_store,
+                poison_store=MemoryPoisonStore() if poison_store is None else poison_store,
                 source=source,
             )
         elif any(

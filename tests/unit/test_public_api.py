@@ -144,3 +144,13 @@ def test_public_names_are_exported() -> None:
         assert getattr(tq_aws, name) is not None
     assert issubclass(TaskValidationError, ValueError)
     assert tq_aws.TaskValidationError is TaskValidationError
+
+
+def test_an_empty_store_given_to_the_app_is_the_one_it_uses() -> None:
+    from tq_aws.backends.memory import MemoryPoisonStore, MemoryTaskStore, MemoryTransport
+
+    tasks, poison, transport = MemoryTaskStore(), MemoryPoisonStore(), MemoryTransport()
+    app = TaskQueue(task_store=tasks, poison_store=poison, transport=transport)
+    assert app.ports.task_store is tasks
+    assert app.ports.poison_store is poison
+    assert app.ports.transport is transport
