@@ -25,11 +25,12 @@ import json
 import logging
 import re
 import zlib
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import from_json
 
-from tq_aws.core.task import Task
+from tq_aws.core.task import Entity, Task, assemble, fast_fields
 from tq_aws.errors import CodecError
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,23 @@ def decode_task(data: bytes) -> Task:
     """
     task: Task
     if data.startswith(_PREFIX):
-        # what encode_task writes: validate the task alone, no envelope object (anything
-        # else, an error included, is left to the full path below)
+        # what encode_task writes: the task alone, no envelope object, parsed once and built
+        # directly when it holds plain values (fast_fields); anything else, an error
+        # included, is left to pydantic and the full path below
+        body = data[_PREFIX_LEN:-1]
         try:
-            task = _TASK_VALIDATOR.validate_json(data[_PREFIX_LEN:-1])
+            doc = from_json(body)
+        except ValueError:
+            doc = None
+        fields = fast_fields(doc, json=True) if type(doc) is dict else None
+        if fields is not None:
+            if type(fields["entity"]) is dict:
+                fields["entity"] = _entity(fields["entity"])
+            if fields["entity"] is not False:
+                task = assemble(object.__new__(Task), fields, set(doc))
+                return _with_times(task)
+        try:
+            task = _TASK_VALIDATOR.validate_json(body)
         except ValidationError:
             pass
         else:
@@ -150,6 +164,14 @@ def _without_unknown_fields(data: bytes, exc: ValidationError) -> Task | None:
         return None
     logger.debug("task %s: fields unknown to this release skipped: %s", decoded.id, skipped)
     return decoded
+
+
+def _entity(value: dict[str, Any]) -> Entity | bool:
+    """The entity of a decoded record, or ``False`` when pydantic must read it."""
+    try:
+        return Entity(**value)
+    except (ValidationError, TypeError):
+        return False
 
 
 def _with_times(task: Task) -> Task:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import TzInfo
@@ -163,18 +164,25 @@ class Task(BaseModel):
             return value
         return to_utc(value)
 
+    if not TYPE_CHECKING:  # type checkers keep pydantic's typed constructor
+
+        def __init__(self, /, **data: Any) -> None:
+            # The common construction (plain values of the declared types) is built directly:
+            # the same fields pydantic would give, without its validation walk over every
+            # field; anything else, an error included, goes through pydantic.
+            fields = fast_fields(data, json=False)
+            if fields is None:
+                super().__init__(**data)
+                return
+            assemble(self, fields, set(data))
+
     def copy_with(self, **changes: Any) -> Task:
         """A shallow copy with ``changes`` applied, unvalidated (the framework's own fast
         ``model_copy(update=...)`` for values it has already checked)."""
         new = object.__new__(Task)
         values = self.__dict__.copy()
         values.update(changes)
-        object.__setattr__(new, "__dict__", values)
-        object.__setattr__(
-            new, "__pydantic_fields_set__", self.__pydantic_fields_set__ | changes.keys()
-        )
-        object.__setattr__(new, "__pydantic_extra__", None)
-        object.__setattr__(new, "__pydantic_private__", None)
+        assemble(new, values, self.__pydantic_fields_set__ | changes.keys())
         return new
 
     @property
@@ -188,3 +196,153 @@ class Task(BaseModel):
         """The task's user log-context keys (``metadata["log_context"]``), possibly empty."""
         ctx = self.metadata.get("log_context")
         return ctx if isinstance(ctx, dict) else {}
+
+
+_SET_DICT = object.__setattr__
+_SET_FIELDS_SET = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_SET_EXTRA = BaseModel.__dict__["__pydantic_extra__"].__set__
+_SET_PRIVATE = BaseModel.__dict__["__pydantic_private__"].__set__
+
+
+def assemble(task: Task, fields: dict[str, Any], fields_set: set[str]) -> Task:
+    """Give ``task`` (from ``object.__new__(Task)``) its fields, as pydantic would: for
+    values already validated (``fast_fields``, ``Task.copy_with``)."""
+    _SET_DICT(task, "__dict__", fields)
+    _SET_FIELDS_SET(task, fields_set)
+    _SET_EXTRA(task, None)
+    _SET_PRIVATE(task, None)
+    return task
+
+
+# -- building a Task without pydantic's walk ---------------------------------------------------
+# ``Task(...)`` and the codec build every task; most hold a few plain values of the declared
+# types. ``fast_fields`` accepts exactly those (each check below is one pydantic would pass
+# with the value unchanged, or changed the same way) and declines anything else, which then
+# goes through pydantic (tests/unit/test_task_fast_path.py compares the two).
+
+_NO = object()
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?(?:Z|[+-]\d\d:\d\d)")
+_STATUSES = {s.value: s for s in TaskStatus}
+_utc_after = Task._utc.__func__  # type: ignore[attr-defined]
+
+
+def _text(value: Any, json: bool) -> Any:
+    return value if value is None or type(value) is str else _NO
+
+
+def _name(value: Any, json: bool) -> Any:
+    return value if type(value) is str and value else _NO
+
+
+def _any(value: Any, json: bool) -> Any:
+    return value
+
+
+def _flag(value: Any, json: bool) -> Any:
+    return value if type(value) is bool else _NO
+
+
+def _retries(value: Any, json: bool) -> Any:
+    return value if value is None or (type(value) is int and value >= 0) else _NO
+
+
+def _seconds(value: Any, json: bool) -> Any:
+    return value if value is None or (type(value) is float and value >= 0) else _NO
+
+
+def _status(value: Any, json: bool) -> Any:
+    if type(value) is TaskStatus:
+        return value
+    return _STATUSES.get(value, _NO) if type(value) is str else _NO
+
+
+def _time(value: Any, json: bool) -> Any:
+    if value is None:
+        return None
+    if type(value) is datetime:
+        return _utc_after(Task, value)
+    if json and type(value) is str and _TIMESTAMP.fullmatch(value):
+        return _utc_after(Task, datetime.fromisoformat(value))
+    return _NO
+
+
+def _mapping(value: Any, json: bool) -> Any:
+    if type(value) is not dict:
+        return _NO
+    if json:  # a fresh dict of the decoded JSON: its keys are text
+        return value
+    for key in value:
+        if type(key) is not str:
+            return _NO
+    return dict(value)  # pydantic gives a copy
+
+
+def _entity(value: Any, json: bool) -> Any:
+    if value is None or type(value) is Entity:
+        return value
+    if json and type(value) is dict:
+        return value  # the codec makes the Entity (or hands the record to pydantic)
+    return _NO
+
+
+_CHECKS = {
+    "id": _text,
+    "type": _name,
+    "queue_id": _name,
+    "payload": _any,
+    "execute_at": _time,
+    "status": _status,
+    "created_at": _time,
+    "updated_at": _time,
+    "retries": _retries,
+    "retry_after": _seconds,
+    "expires_at": _time,
+    "processing_started_at": _time,
+    "force_store": _flag,
+    "execution_stats": _mapping,
+    "partition_key": _text,
+    "metadata": _mapping,
+    "task_group": _text,
+    "task_hash": _text,
+    "execution_result": _any,
+    "entity": _entity,
+    "stored": _flag,
+}
+assert _CHECKS.keys() == Task.model_fields.keys(), "a Task field without its fast check"
+_DEFAULTS = {  # every field in its declared order (the required ones are always given)
+    name: None if info.is_required() or info.default_factory is not None else info.default
+    for name, info in Task.model_fields.items()
+}
+
+
+_FREE = frozenset({"type", "queue_id", "payload", "execution_result"})
+"""Fields checked inline (the names) or not at all (``Any``)."""
+_FIELD_COUNT = len(_DEFAULTS)
+
+
+def fast_fields(data: dict[str, Any], *, json: bool) -> dict[str, Any] | None:
+    """A Task's ``__dict__`` for ``data`` (keyword arguments, or with ``json`` a decoded JSON
+    object), or ``None`` when pydantic must build it (anything unusual, any error)."""
+    fields = _DEFAULTS.copy()
+    fields.update(data)
+    if len(fields) != _FIELD_COUNT:
+        return None  # a name that is not a field
+    name, queue = fields["type"], fields["queue_id"]
+    if type(name) is not str or not name or type(queue) is not str or not queue:
+        return None
+    rest = data.keys() - _FREE
+    if rest:
+        checks = _CHECKS
+        for key in rest:
+            value = checks[key](fields[key], json)
+            if value is _NO:
+                return None
+            fields[key] = value
+        if "execution_stats" not in rest:
+            fields["execution_stats"] = {}
+        if "metadata" not in rest:
+            fields["metadata"] = {}
+    else:
+        fields["execution_stats"] = {}
+        fields["metadata"] = {}
+    return fields
