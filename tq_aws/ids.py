@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 
@@ -22,16 +23,25 @@ def derived_id(parent: str, label: str, order: int | None = None) -> str:
     fills the 12 bits after it, so the things one parent makes sort in the order it made them.
     """
     digest = bytearray(hashlib.sha256(f"{parent}\x00{label}".encode()).digest()[:16])
-    try:
-        parent_bytes = uuid.UUID(parent).bytes
-        if parent_bytes[6] >> 4 == 7:
-            digest[:6] = parent_bytes[:6]
-    except ValueError:
-        pass
+    prefix = _timestamp_of(parent)
+    if prefix is not None:
+        digest[:6] = prefix
     digest[6] = (digest[6] & 0x0F) | 0x70  # version 7
     if order is not None:
         order = min(max(order, 0), 0xFFF)
         digest[6] = 0x70 | (order >> 8)
         digest[7] = order & 0xFF
     digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
-    return str(uuid.UUID(bytes=bytes(digest)))
+    h = digest.hex()  # str(uuid.UUID(bytes=...)), without building the UUID
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _timestamp_of(parent: str) -> bytes | None:
+    """The 48-bit timestamp of a UUIDv7 ``parent``, or ``None`` (a flow derives thousands of
+    step ids from one parent: it is parsed once)."""
+    try:
+        parent_bytes = uuid.UUID(parent).bytes
+    except ValueError:
+        return None
+    return parent_bytes[:6] if parent_bytes[6] >> 4 == 7 else None

@@ -11,11 +11,12 @@ import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, overload
+from typing import Any, Literal, Protocol, overload
 
 import pydantic_core
 from pydantic import BaseModel
 
+from tq_aws.core.flow_steps import DISPATCH_CHUNK, FlowSteps, step_id
 from tq_aws.core.flows import (
     FLOW_META,
     FailurePolicy,
@@ -28,6 +29,7 @@ from tq_aws.core.json_values import to_checked_json
 from tq_aws.core.log_context import TaskLoggerAdapter
 from tq_aws.core.payloads import M, payload_as
 from tq_aws.core.task import Entity, Task
+from tq_aws.core.task_checks import NOTHING_ADDED, where
 from tq_aws.errors import (
     DecisionError,
     PermanentFailure,
@@ -41,7 +43,24 @@ logger = logging.getLogger(__name__)
 # messages by this name, apart from the library's module loggers.
 task_logger = logging.getLogger("tq_aws.task")
 
-PrepareFn = Callable[[Sequence[Task], Mapping[str, str]], list[Task]]
+
+class PrepareFn(Protocol):
+    """Makes dispatch-ready copies of tasks an executor adds (``prepare_tasks`` on the app's
+    registry); with ``build=False`` it only checks them (and returns ``[]``); ``now`` fixes
+    the time they are added at, ``validate=False`` skips the checks."""
+
+    def __call__(
+        self,
+        tasks: Sequence[Task],
+        context: Mapping[str, str],
+        /,
+        *,
+        now: datetime | None = None,
+        validate: bool = True,
+        build: bool = True,
+    ) -> list[Task]: ...
+
+
 NO_DECISION = "executor returned without calling actions.success() or actions.fail()"
 
 
@@ -363,25 +382,38 @@ class Actions:
             registry = self._book.flows.setdefault(owner.id or "", [])
         flow_id = self._derive(self._owner_key(owner), "flow")
         total = len(steps)
-        marked = []
-        for index, step in enumerate(steps):
-            if not isinstance(step, Task):
-                raise TaskValidationError(
-                    f"start_flow: steps[{index}] is a {type(step).__name__}; pass Task objects",
-                    index=index,
-                    field="steps",
-                )
-            meta = {"flow_id": flow_id, "step_index": index, "total_steps": total}
-            marked.append(
-                step.copy_with(
-                    **{
-                        "id": step.id or derived_id(flow_id, f"step:{index}"),
-                        "metadata": {**step.metadata, FLOW_META: meta},
-                    }
-                )
-            )
         context = dict(owner.log_context) if owner is not None else {}
-        prepared = self._prepare(marked, context)
+        # Every step is checked here, a chunk of marked copies at a time that is dropped once
+        # checked; the steps are built again, chunk by chunk, as they are dispatched
+        # (tq_aws.core.flow_steps), so a flow of N steps holds no N task copies meanwhile.
+        seen: dict[str, int] = {}
+        for first in range(0, total, DISPATCH_CHUNK):
+            marked = []
+            for index in range(first, min(total, first + DISPATCH_CHUNK)):
+                step = steps[index]
+                if not isinstance(step, Task):
+                    raise TaskValidationError(
+                        f"start_flow: steps[{index}] is a {type(step).__name__}; pass Task objects",
+                        index=index,
+                        field="steps",
+                    )
+                meta = {"flow_id": flow_id, "step_index": index, "total_steps": total}
+                marked.append(
+                    step.copy_with(
+                        **{
+                            "id": step.id or step_id(flow_id, index),
+                            "metadata": {**step.metadata, FLOW_META: meta},
+                        }
+                    )
+                )
+            explicit = [bool(steps[i].id) for i in range(first, first + len(marked))]
+            self._check_steps(marked, explicit, context, now, first, seen)
+        prepare = self._prepare
+
+        def build(marked: list[Task]) -> list[Task]:
+            return prepare(marked, context, now=now, validate=False)
+
+        prepared = FlowSteps(steps, flow_id, build)
         record = FlowRecord(
             flow_id=flow_id,
             total=total,
@@ -401,6 +433,43 @@ class Actions:
         )
         registry.append(FlowStart(record=record, steps=prepared))
         return flow_id
+
+    def _check_steps(
+        self,
+        marked: list[Task],
+        explicit: list[bool],
+        context: Mapping[str, str],
+        now: datetime,
+        first: int,
+        seen: dict[str, int],
+    ) -> None:
+        """Check a chunk of marked steps as ``add_tasks`` would; an error names the step's
+        index in ``steps``, and two steps given one id are refused across chunks too (only
+        given ids are remembered: a flow of N steps keeps no N derived ids meanwhile)."""
+        try:
+            self._prepare(marked, context, now=now, build=False)
+        except TaskValidationError as exc:
+            if exc.index is None or first == 0:
+                raise
+            index = first + exc.index
+            raise TaskValidationError(
+                str(exc).replace(f"tasks[{exc.index}]", f"tasks[{index}]", 1),
+                index=index,
+                field=exc.field,
+            ) from exc
+        for offset, step in enumerate(marked):
+            index, task_id = first + offset, step.id or ""
+            if not explicit[offset]:
+                continue  # derived from the flow id and the index: unique, and not kept
+            other = seen.get(task_id)
+            if other is not None:
+                raise TaskValidationError(
+                    f"{where(step, index)}: id {task_id!r} is also the id of tasks[{other}]; "
+                    f"give each task of a call its own id. {NOTHING_ADDED.capitalize()}.",
+                    index=index,
+                    field="id",
+                )
+            seen[task_id] = index
 
     def _owner_key(self, owner: Task | None) -> str:
         if owner is not None:

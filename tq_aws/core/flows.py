@@ -223,10 +223,11 @@ def build_timeout_sentinel(record: FlowRecord) -> Task:
 
 @dataclass(slots=True)
 class FlowStart:
-    """A flow an executor started: its barrier and its step tasks, dispatched after the attempt."""
+    """A flow an executor started: its barrier and its step tasks, dispatched after the attempt
+    (``start_flow`` gives a ``tq_aws.core.flow_steps.FlowSteps``: built as they go out)."""
 
     record: FlowRecord
-    steps: list[Task]
+    steps: Sequence[Task]
 
 
 def validate_flow_options(

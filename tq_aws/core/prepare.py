@@ -47,50 +47,82 @@ def prepare_tasks(
     ``TaskValidationError`` naming the index and the field; nothing is returned then.
     ``validate=False`` skips the data checks, for tasks the framework builds itself (joins).
     """
-    out: list[Task] = []
     seen: dict[str, int] = {}
+    out: list[Task] = []
     for index, task in enumerate(tasks):
-        if not isinstance(task, Task):
-            raise TaskValidationError(
-                f"tasks[{index}] is a {type(task).__name__}; pass tq_aws.Task objects",
-                index=index,
-            )
-        spec = registry.get(task.queue_id, task.type)
-        if validate:
-            check_task(task, index, now)
-            if spec is not None and spec.payload_model is not None:
-                _check_model(task, index, spec.payload_model)
-        task_id = task.id or new_id()
-        if task.id:
-            check_id(task, index, task_id)
-            first = seen.get(task_id)
-            if first is not None:
-                raise TaskValidationError(
-                    f"{where(task, index)}: id {task_id!r} is also the id of tasks[{first}]; "
-                    f"give each task of a call its own id. {NOTHING_ADDED.capitalize()}.",
-                    index=index,
-                    field="id",
-                )
-            seen[task_id] = index
-        update: dict[str, object] = {
-            "id": task_id,
-            "status": TaskStatus.SCHEDULED,
-            "created_at": task.created_at or now,
-            "updated_at": now,
-            "execute_at": task.execute_at or now,
-        }
-        metadata = _metadata(task, inherit_context, index)
-        if metadata is not task.metadata:
-            update["metadata"] = metadata
-        if spec is not None:
-            key = spec.key_for(task)
-            if key is not None:
-                update["partition_key"] = key
-        final_key = update.get("partition_key", task.partition_key)
-        if isinstance(final_key, str):
-            check_partition_key(task, index, final_key)
+        update = _prepared_fields(task, index, registry, now, inherit_context, validate, seen)
         out.append(task.copy_with(**update))
     return out
+
+
+def check_tasks(
+    tasks: Sequence[Task],
+    registry: ExecutorRegistry,
+    now: datetime,
+    *,
+    inherit_context: Mapping[str, str] | None = None,
+    first_index: int = 0,
+    seen: dict[str, int] | None = None,
+) -> None:
+    """Raise what ``prepare_tasks`` would raise for ``tasks``, building nothing: for callers
+    that check a call at once and build the copies later (a flow's steps, as they are
+    dispatched). ``first_index`` is the index of ``tasks[0]`` in the call; ``seen`` carries the
+    explicit ids across the chunks of one call."""
+    seen = {} if seen is None else seen
+    for offset, task in enumerate(tasks):
+        _prepared_fields(task, first_index + offset, registry, now, inherit_context, True, seen)
+
+
+def _prepared_fields(
+    task: Task,
+    index: int,
+    registry: ExecutorRegistry,
+    now: datetime,
+    inherit_context: Mapping[str, str] | None,
+    validate: bool,
+    seen: dict[str, int],
+) -> dict[str, object]:
+    """The fields ``prepare_tasks`` sets on its copy of ``task``, after its checks."""
+    if not isinstance(task, Task):
+        raise TaskValidationError(
+            f"tasks[{index}] is a {type(task).__name__}; pass tq_aws.Task objects",
+            index=index,
+        )
+    spec = registry.get(task.queue_id, task.type)
+    if validate:
+        check_task(task, index, now)
+        if spec is not None and spec.payload_model is not None:
+            _check_model(task, index, spec.payload_model)
+    task_id = task.id or new_id()
+    if task.id:
+        check_id(task, index, task_id)
+        first = seen.get(task_id)
+        if first is not None:
+            raise TaskValidationError(
+                f"{where(task, index)}: id {task_id!r} is also the id of tasks[{first}]; "
+                f"give each task of a call its own id. {NOTHING_ADDED.capitalize()}.",
+                index=index,
+                field="id",
+            )
+        seen[task_id] = index
+    update: dict[str, object] = {
+        "id": task_id,
+        "status": TaskStatus.SCHEDULED,
+        "created_at": task.created_at or now,
+        "updated_at": now,
+        "execute_at": task.execute_at or now,
+    }
+    metadata = _metadata(task, inherit_context, index)
+    if metadata is not task.metadata:
+        update["metadata"] = metadata
+    if spec is not None:
+        key = spec.key_for(task)
+        if key is not None:
+            update["partition_key"] = key
+    final_key = update.get("partition_key", task.partition_key)
+    if isinstance(final_key, str):
+        check_partition_key(task, index, final_key)
+    return update
 
 
 def _check_model(task: Task, index: int, model: type[BaseModel]) -> None:

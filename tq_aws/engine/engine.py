@@ -23,7 +23,7 @@ from tq_aws.core.executors import ExecutorRegistry
 from tq_aws.core.flows import FlowStatus
 from tq_aws.core.lifecycle import CONSUMER, FailureLog, LifecycleBus
 from tq_aws.core.poison import PoisonRecord
-from tq_aws.core.prepare import prepare_tasks
+from tq_aws.core.prepare import check_tasks, prepare_tasks
 from tq_aws.core.projections import ProjectionRow, build_row
 from tq_aws.core.runner import Runner
 from tq_aws.core.task import Entity, Task
@@ -141,8 +141,21 @@ class Engine:
             async_tasks=self.async_tasks,
         )
 
-    def _prepare_children(self, tasks: Sequence[Task], context: Any) -> list[Task]:
-        return prepare_tasks(tasks, self.registry, self.clock.now(), inherit_context=context)
+    def _prepare_children(
+        self,
+        tasks: Sequence[Task],
+        context: Any,
+        /,
+        *,
+        now: datetime | None = None,
+        validate: bool = True,
+        build: bool = True,
+    ) -> list[Task]:
+        at = self.clock.now() if now is None else now
+        if not build:
+            check_tasks(tasks, self.registry, at, inherit_context=context)
+            return []
+        return prepare_tasks(tasks, self.registry, at, inherit_context=context, validate=validate)
 
     # -- resources ------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
+from tq_aws.core.flow_steps import step_chunks
 from tq_aws.core.flows import (
     FlowRecord,
     FlowStart,
@@ -65,7 +66,7 @@ class FlowCoordinator:
         now = self._clock.now()
         rows: list[ProjectionRow] = []
         sentinels = []
-        steps: list[Task] = []
+        to_dispatch: list[FlowStart] = []
         for start in starts:
             record = start.record
             created = await self._flows.init(record)
@@ -77,7 +78,7 @@ class FlowCoordinator:
                 sentinels.append(scheduled(build_timeout_sentinel(record), now))
             if record.entity is not None:
                 rows.append(_flow_row(record, "processing", now))
-            steps.extend(start.steps)
+            to_dispatch.append(start)
             if created:
                 self._stats.flows_started += 1
                 await self._events.flow_started(record, start.steps)
@@ -85,7 +86,10 @@ class FlowCoordinator:
             await self._write_rows(rows)
         if sentinels:
             await self._scheduler.schedule(sentinels)
-        await self._dispatcher.dispatch(steps)
+        # a chunk at a time: a flow's steps are built as they go out (tq_aws.core.flow_steps)
+        for start in to_dispatch:
+            for chunk in step_chunks(start.steps):
+                await self._dispatcher.dispatch(chunk)
 
     async def report(self, outcomes: Iterable[tuple[Task, StepResult]]) -> None:
         """Record steps' final outcomes, one store call per flow, then close what is due."""

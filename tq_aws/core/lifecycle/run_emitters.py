@@ -10,6 +10,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import Any
 
+from tq_aws.core.flow_steps import step_types
 from tq_aws.core.flows import FlowRecord, FlowState, StepResult
 from tq_aws.core.lifecycle import events as ev
 from tq_aws.core.lifecycle.dispatch import EventDispatch
@@ -118,7 +119,7 @@ class RunEmitters(EventDispatch):
             ev.FlowStarted(
                 **self._flow(record),
                 started_at=record.started_at,
-                step_types=tuple(dict.fromkeys(s.type for s in steps)),
+                step_types=step_types(steps),
                 deadline=record.deadline,
             )
         )
