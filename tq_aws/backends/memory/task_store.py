@@ -1,11 +1,17 @@
 """Memory task store. Each method runs without awaiting, so each is atomic on the event loop,
-as the conditional writes of the DynamoDB store are."""
+as the conditional writes of the DynamoDB store are.
+
+A record is kept as the codec's bytes, as a real store keeps it, beside the two fields its
+conditions read (status and attempt): nothing is shared with the caller, every read is a fresh
+copy, and a large task (a join carrying every step's result) costs its JSON, not a second
+set of Python objects."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import NamedTuple, Protocol
 
 from tq_aws.core.codec import decode_task, encode_task
 from tq_aws.core.limits import id_problem
@@ -16,7 +22,30 @@ from tq_aws.ports import Claim, ClaimState
 logger = logging.getLogger(__name__)
 
 
-def may_replace(stored: Task | None, new: Task) -> bool:
+class Versioned(Protocol):
+    """What the store's conditions read of a stored record."""
+
+    @property
+    def status(self) -> TaskStatus: ...
+
+    @property
+    def retry_count(self) -> int: ...
+
+
+class _Record(NamedTuple):
+    data: bytes
+    status: TaskStatus
+    retry_count: int
+
+    def task(self) -> Task:
+        return decode_task(self.data)
+
+
+def _record(task: Task) -> _Record:
+    return _Record(encode_task(task), task.status, task.retry_count)
+
+
+def may_replace(stored: Versioned | None, new: Task) -> bool:
     """The condition of every ``put``: a record is never replaced once terminal, nor by an
     earlier attempt, so a late duplicate cannot undo an outcome."""
     if stored is None:
@@ -26,17 +55,11 @@ def may_replace(stored: Task | None, new: Task) -> bool:
     return stored.retry_count <= new.retry_count
 
 
-def _clone(task: Task) -> Task:
-    # Through the wire format: a deep copy (nothing shared with the caller) that is much
-    # cheaper than copy.deepcopy, and the same round trip a real store makes.
-    return decode_task(encode_task(task))
-
-
 class MemoryTaskStore:
     """Task records by id."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, Task] = {}
+        self._tasks: dict[str, _Record] = {}
         self.writes = 0
 
     async def put(self, tasks: Sequence[Task]) -> list[bool]:
@@ -46,7 +69,7 @@ class MemoryTaskStore:
         return self._write(tasks, lambda stored, _: stored is None)
 
     def _write(
-        self, tasks: Sequence[Task], condition: Callable[[Task | None, Task], bool]
+        self, tasks: Sequence[Task], condition: Callable[[Versioned | None, Task], bool]
     ) -> list[bool]:
         """Store each task whose ``condition(stored copy or None, task)`` holds, in order (a
         later task of the same id sees the earlier one); return which were written."""
@@ -65,14 +88,14 @@ class MemoryTaskStore:
             if not condition(self._tasks.get(task.id), task):
                 out.append(False)
                 continue
-            self._tasks[task.id] = _clone(task.copy_with(stored=True))
+            self._tasks[task.id] = _record(task.copy_with(stored=True))
             self.writes += 1
             out.append(True)
         return out
 
     async def get(self, task_id: str) -> Task | None:
-        task = self._tasks.get(task_id)
-        return None if task is None else _clone(task)
+        record = self._tasks.get(task_id)
+        return None if record is None else record.task()
 
     async def claim(self, tasks: Sequence[Task], now: datetime) -> dict[str, Claim]:
         out: dict[str, Claim] = {}
@@ -82,18 +105,20 @@ class MemoryTaskStore:
             if stored is None:
                 out[tid] = Claim(ClaimState.ABSENT)
             elif stored.status is TaskStatus.CANCELLED:
-                out[tid] = Claim(ClaimState.CANCELLED, _clone(stored))
+                out[tid] = Claim(ClaimState.CANCELLED, stored.task())
             elif stored.status in TERMINAL_STATUSES:
-                out[tid] = Claim(ClaimState.DONE, _clone(stored))
+                out[tid] = Claim(ClaimState.DONE, stored.task())
             elif stored.retry_count > task.retry_count:
-                out[tid] = Claim(ClaimState.STALE, _clone(stored))
+                out[tid] = Claim(ClaimState.STALE, stored.task())
             else:
-                # stored objects are never handed out, so replacing fields on a copy is enough
-                self._tasks[tid] = stored.copy_with(
-                    status=TaskStatus.PROCESSING,
-                    processing_started_at=now,
-                    updated_at=now,
-                    execution_stats={**stored.execution_stats, "retry_count": task.retry_count},
+                copy = stored.task()
+                self._tasks[tid] = _record(
+                    copy.copy_with(
+                        status=TaskStatus.PROCESSING,
+                        processing_started_at=now,
+                        updated_at=now,
+                        execution_stats={**copy.execution_stats, "retry_count": task.retry_count},
+                    )
                 )
                 self.writes += 1
                 out[tid] = Claim(ClaimState.RUN)
@@ -103,10 +128,10 @@ class MemoryTaskStore:
         stored = self._tasks.get(task_id)
         if stored is None or stored.status is not TaskStatus.SCHEDULED:
             return None
-        cancelled = stored.copy_with(status=TaskStatus.CANCELLED, updated_at=now)
-        self._tasks[task_id] = cancelled
+        cancelled = stored.task().copy_with(status=TaskStatus.CANCELLED, updated_at=now)
+        self._tasks[task_id] = _record(cancelled)
         self.writes += 1
-        return _clone(cancelled)
+        return cancelled
 
     async def reopen(self, task: Task, *, failed_attempt: int) -> bool:
         stored = self._tasks.get(task.id or "")
@@ -116,7 +141,7 @@ class MemoryTaskStore:
             or stored.retry_count != failed_attempt
         ):
             return False
-        self._tasks[task.id or ""] = _clone(task.copy_with(stored=True))
+        self._tasks[task.id or ""] = _record(task.copy_with(stored=True))
         self.writes += 1
         return True
 
