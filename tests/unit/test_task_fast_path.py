@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tq_aws import Entity, Task, TaskStatus
-from tq_aws.core.codec import _PREFIX, _with_times, decode_task, encode_task
+from tq_aws.core.codec import _PREFIX, _fast_body, _with_times, decode_task, encode_task
 from tq_aws.core.task import fast_fields
 from tq_aws.errors import CodecError
 
@@ -171,3 +171,37 @@ def assert_same_time_values(fast: Task, slow: Task) -> None:
         else:
             assert same_value(got, value), (name, got, value)
     assert encode_task(fast) == encode_task(slow)
+
+
+class Point(BaseModel):
+    x: int | None = None
+    y: int = 0
+
+
+nested = st.one_of(
+    odd,
+    st.builds(Point, x=st.one_of(st.none(), st.integers(0, 3)), y=st.integers(0, 1)),
+    st.lists(st.builds(Point), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.one_of(odd, st.builds(Point)), max_size=2),
+    st.lists(st.integers(), min_size=60, max_size=80),  # over the fast path's budget
+    st.sampled_from([float("nan"), float("inf"), b"bytes", (1, 2), {1, 2}]),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(arguments(), nested, nested)
+def test_a_record_is_written_as_the_model_serializer_writes_it(
+    kwargs: dict[str, Any], payload: Any, result: Any
+) -> None:
+    try:
+        task = VALIDATOR.validate_python({**kwargs, "payload": payload, "execution_result": result})
+    except Exception:
+        return
+    try:
+        expected = task.model_dump_json(exclude_none=True, exclude_defaults=True).encode()
+    except Exception as exc:
+        with pytest.raises(type(exc)):
+            _fast_body(task, None)
+        return
+    got = _fast_body(task, None)
+    assert got is None or got == expected

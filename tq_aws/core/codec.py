@@ -28,7 +28,7 @@ import zlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from tq_aws.core.task import Entity, Task, assemble, fast_fields
 from tq_aws.errors import CodecError
@@ -72,15 +72,83 @@ def encode_task(task: Task, *, compress_over: int | None = None) -> bytes:
                 absent += b',"' + name.encode() + b'":null'
             elif value is created or value == created:
                 same = {name} if same is None else {*same, name}
-    body = task.model_dump_json(exclude_none=True, exclude_defaults=True, exclude=same)
-    data = (
-        _PREFIX + body.encode()[:-1] + absent + b"}}" if absent else _PREFIX + body.encode() + b"}"
-    )
+    fast = _fast_body(task, same)
+    if fast is not None:
+        data = _PREFIX + fast[:-1] + absent + b"}}" if absent else _PREFIX + fast + b"}"
+    else:
+        body = task.model_dump_json(exclude_none=True, exclude_defaults=True, exclude=same)
+        data = (
+            _PREFIX + body.encode()[:-1] + absent + b"}}"
+            if absent
+            else _PREFIX + body.encode() + b"}"
+        )
     if compress_over is not None and len(data) > compress_over:
         packed = zlib.compress(data, 6)
         if len(packed) < len(data):
             return packed
     return data
+
+
+# -- writing a task without the model serializer's walk ---------------------------------------
+# The model serializer (``model_dump_json(exclude_none=True, exclude_defaults=True)``) visits all
+# of Task's fields; most records hold five. ``_fast_body`` writes the same bytes for a task
+# whose data fields hold plain JSON values (no model, dataclass or other object nested in
+# them, whose own defaults the model serializer would also leave out) from a dict of the
+# fields that are set, in one ``to_json`` call; anything else goes through the model
+# serializer (tests/unit/test_task_fast_path.py compares the two).
+
+_FIELD_ORDER = tuple(Task.model_fields)
+_NON_NONE_DEFAULTS = {
+    name: info.get_default(call_default_factory=True)
+    for name, info in Task.model_fields.items()
+    if not info.is_required() and info.get_default(call_default_factory=True) is not None
+}
+_DATA_FIELDS = frozenset({"payload", "execution_result", "execution_stats", "metadata"})
+_ATOMS = (str, int, float, bool, type(None))
+_PLAIN_BUDGET = 64
+"""Values looked at in a task's data fields before it goes to the model serializer instead."""
+
+
+def _plain(value: Any, budget: int) -> int:
+    """What is left of ``budget`` after checking that ``value`` is plain JSON data (dicts with
+    text keys, lists, text, numbers, booleans, None); -1 when it is not, or is too large."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        budget -= 1
+        if budget < 0:
+            return -1
+        kind = type(item)
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return -1
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind not in _ATOMS:
+            return -1
+    return budget
+
+
+def _fast_body(task: Task, skip: set[str] | None) -> bytes | None:
+    values = task.__dict__
+    out: dict[str, Any] = {}
+    budget = _PLAIN_BUDGET
+    for name in _FIELD_ORDER:
+        value = values[name]
+        if value is None or (skip is not None and name in skip):
+            continue
+        if name in _NON_NONE_DEFAULTS and value == _NON_NONE_DEFAULTS[name]:
+            continue
+        if name in _DATA_FIELDS:
+            budget = _plain(value, budget)
+            if budget < 0:
+                return None
+        elif name == "entity" and type(value) is not Entity:
+            return None  # a subclass: the model serializer writes Entity's fields only
+        out[name] = value
+    return to_json(out, inf_nan_mode="null")
 
 
 def decode_task(data: bytes) -> Task:

@@ -187,6 +187,14 @@ def _check_data(task: Task, index: int) -> None:
         _, problem = to_checked_json(task.payload, "payload")
         if problem is not None:
             raise refuse(task, index, problem.path, problem.reason, "")
+    if not (
+        task.metadata
+        or task.execution_stats
+        or task.execution_result
+        or task.task_group
+        or task.task_hash
+    ):
+        return  # nothing beside the payload (the common task); the loop skips falsy values
     size = 0
     largest = ("", 0)
     for field in _BESIDE_PAYLOAD:

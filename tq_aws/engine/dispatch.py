@@ -178,13 +178,14 @@ class Dispatcher:
         results: dict[str, object] | None = None,
     ) -> None:
         """Write the ``status`` row of every entity task in one store call; never raises."""
-        await self.project_rows(
-            [
-                (t, status, (errors or {}).get(t.id or ""), (results or {}).get(t.id or ""))
-                for t in tasks
-            ],
-            now,
-        )
+        errors, results = errors or {}, results or {}
+        items = [
+            (t, status, errors.get(t.id or ""), results.get(t.id or ""))
+            for t in tasks
+            if t.entity is not None  # only entity tasks have rows
+        ]
+        if items:
+            await self.project_rows(items, now)
 
     async def project_rows(
         self, items: Sequence[tuple[Task, str, str | None, object]], now: datetime
