@@ -13,6 +13,7 @@ Where each part lives
 - ``deadline``: the invocation's remaining time and the handed-off tasks' budget.
 - ``loop``: the process-wide event loop.
 - ``observability``: Powertools Logger, Metrics and Tracer.
+- ``powertools_batch``: Powertools batch processing, imported without its parser models.
 
 Nothing is imported here, so ``planning`` and ``records`` load without Powertools.
 

@@ -25,9 +25,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType
-from aws_lambda_powertools.utilities.batch.exceptions import ExceptionInfo
-
 from tq_aws.core import kpl
 from tq_aws.errors import HandedBackError, KeyBlockedError, RecordNotRecordedError
 from tq_aws.ports import Delivery
@@ -35,6 +32,7 @@ from tq_aws.runtimes.aws_lambda.deadline import Deadline
 from tq_aws.runtimes.aws_lambda.loop import run
 from tq_aws.runtimes.aws_lambda.observability import subsegment
 from tq_aws.runtimes.aws_lambda.planning import Verdict, plan_sub_batch, stop_key
+from tq_aws.runtimes.aws_lambda.powertools_batch import BatchProcessor, EventType, ExceptionInfo
 from tq_aws.runtimes.aws_lambda.records import (
     EventSource,
     decoder,
