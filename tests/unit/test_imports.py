@@ -125,3 +125,25 @@ def test_the_async_sdk_comes_with_the_first_async_client() -> None:
     asyncio.run(main())
     """
     assert loaded_after(code, ASYNC_SDK, {}) == list(ASYNC_SDK)
+
+
+def test_the_event_names_that_route_providers_are_the_event_classes_names() -> None:
+    from tq_aws.core.lifecycle import events, names
+
+    assert names.EVENT_NAMES == events.EVENT_NAMES
+    closed = {e.name for e in events.EVENT_TYPES if issubclass(e, events.FlowClosed)}
+    assert closed == names.FLOW_CLOSED_NAMES
+
+
+def test_the_lifecycle_package_gives_its_event_classes_on_first_use() -> None:
+    code = """
+    import sys
+    import tq_aws.core.lifecycle as lifecycle
+    assert "tq_aws.core.lifecycle.events" not in sys.modules
+    from tq_aws.core.lifecycle import TaskFailed, EVENT_TYPES
+    from tq_aws.core.lifecycle.events import TaskFailed as same
+    assert TaskFailed is same and TaskFailed in EVENT_TYPES
+    """
+    assert loaded_after(code, ("tq_aws.core.lifecycle.events",), {}) == [
+        "tq_aws.core.lifecycle.events"
+    ]

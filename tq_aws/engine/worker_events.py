@@ -13,9 +13,12 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from tq_aws.core.lifecycle import CONSUMER, ConsumerInfo, LifecycleBus
-from tq_aws.core.lifecycle.events import StopReason
+from tq_aws.core.lifecycle import CONSUMER, LifecycleBus
+
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle.events import ConsumerInfo, StopReason
 
 logger = logging.getLogger(__name__)
 

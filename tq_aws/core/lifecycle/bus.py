@@ -12,14 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tq_aws.core.executors import ExecutorRegistry
 from tq_aws.core.flows import flow_meta
-from tq_aws.core.lifecycle import events as ev
 from tq_aws.core.lifecycle.run_emitters import CONSUMER, RunEmitters
 from tq_aws.core.lifecycle.tally import StartTimes, Totals
 from tq_aws.core.task import Task
+
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle import events as ev
+else:  # the event classes load with the first event built (``names``)
+    from tq_aws.core.lifecycle.names import lazy_events as ev
 
 _TIMED = ("task_completed", "task_failed", "task_exhausted")
 _TOTALS = ("worker_heartbeat", "worker_stopped", "consumer_stopped")
@@ -45,7 +49,7 @@ class LifecycleBus(RunEmitters):
         timing of an outcome)."""
         self.counts_totals = False
         """Whether batches are counted for heartbeats and stops."""
-        self.worker = self._worker_info(())
+        self._set_worker(())
 
     def bind(
         self,
@@ -61,7 +65,7 @@ class LifecycleBus(RunEmitters):
         self._now = now
         self._registry = registry
         self._include_payload = include_payload
-        self.worker = self._worker_info(self.worker.enabled_queues)
+        self._set_worker(self._worker["enabled_queues"])
 
     def _changed(self) -> None:
         self.tracks_starts = self.wants("task_started") or any(

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any, Literal
 
-from tq_aws.core.lifecycle.events import LifecycleEvent
+from tq_aws.core.lifecycle.base import LifecycleEvent
 from tq_aws.core.lifecycle.routing import Route, routes_of
 from tq_aws.errors import ConfigurationError
 

@@ -16,15 +16,17 @@ route them with standard logging configuration, e.g.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tq_aws.core.lifecycle.events import (
-    RecordPoisoned,
-    TaskContext,
-    TaskExhausted,
-    TaskFailed,
-    TaskIgnored,
-)
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle.events import (
+        RecordPoisoned,
+        TaskContext,
+        TaskExhausted,
+        TaskFailed,
+        TaskIgnored,
+    )
+
 
 FAILURE_LOGGER = "tq_aws.failures"
 

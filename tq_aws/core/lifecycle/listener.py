@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tq_aws.core.lifecycle.events import (
-    ConsumerStarted,
-    ConsumerStopped,
-    FlowAborted,
-    FlowCompleted,
-    FlowTimedOut,
-    LifecycleEvent,
-    RecordPoisoned,
-    TaskBatchCompleted,
-    TaskBatchStarted,
-    WorkerHeartbeat,
-    WorkerStarted,
-    WorkerStopped,
-)
+from tq_aws.core.lifecycle.base import LifecycleEvent
 from tq_aws.core.task import Task
+
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle.events import (
+        ConsumerStarted,
+        ConsumerStopped,
+        FlowAborted,
+        FlowCompleted,
+        FlowTimedOut,
+        RecordPoisoned,
+        TaskBatchCompleted,
+        TaskBatchStarted,
+        WorkerHeartbeat,
+        WorkerStarted,
+        WorkerStopped,
+    )
 
 logger = logging.getLogger(__name__)
 

@@ -17,70 +17,63 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tq_aws.core.lifecycle.events import (
-    EVENT_TYPES,
-    BatchCompleted,
-    BatchStarted,
-    FlowClosed,
-    FlowStarted,
-    LifecycleEvent,
-    TaskCompleted,
-    TaskContext,
-    TaskExhausted,
-    TaskFailed,
-    TaskIgnored,
-)
+from tq_aws.core.lifecycle.base import LifecycleEvent
 from tq_aws.core.lifecycle.listener import LifecycleListener
+from tq_aws.core.lifecycle.names import EVENT_NAMES, FLOW_CLOSED_NAMES
+
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle.events import (
+        BatchCompleted,
+        BatchStarted,
+        FlowClosed,
+        FlowStarted,
+        TaskCompleted,
+        TaskContext,
+        TaskExhausted,
+        TaskFailed,
+        TaskIgnored,
+    )
 
 logger = logging.getLogger(__name__)
 
 Call = Callable[[LifecycleEvent], Any]
 
 
-def _task(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, TaskContext)
+def _task(e: TaskContext) -> tuple[Any, ...]:
     return (e.task,)
 
 
-def _completed(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, TaskCompleted)
+def _completed(e: TaskCompleted) -> tuple[Any, ...]:
     return (e.task, e.result)
 
 
-def _failed(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, TaskFailed)
+def _failed(e: TaskFailed) -> tuple[Any, ...]:
     return (e.task, e.error, e.will_retry, e.next_attempt_at)
 
 
-def _exhausted(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, TaskExhausted)
+def _exhausted(e: TaskExhausted) -> tuple[Any, ...]:
     return (e.task, e.error, e.total_attempts)
 
 
-def _ignored(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, TaskIgnored)
+def _ignored(e: TaskIgnored) -> tuple[Any, ...]:
     return (e.task, e.reason)
 
 
-def _flow_started(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, FlowStarted)
+def _flow_started(e: FlowStarted) -> tuple[Any, ...]:
     return (e.flow_id, e.total_steps)
 
 
-def _flow_closed(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, FlowClosed)
+def _flow_closed(e: FlowClosed) -> tuple[Any, ...]:
     return (e.flow_id, e.state, e.steps_succeeded, e.steps_failed)
 
 
-def _batch_started(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, BatchStarted)
+def _batch_started(e: BatchStarted) -> tuple[Any, ...]:
     return (e.queue_id, e.batch_size)
 
 
-def _batch_completed(e: Any) -> tuple[Any, ...]:
-    assert isinstance(e, BatchCompleted)
+def _batch_completed(e: BatchCompleted) -> tuple[Any, ...]:
     return (e.queue_id, e.batch_size, e.succeeded, e.failed, e.duration_ms / 1000)
 
 
@@ -102,16 +95,18 @@ OLDER_FORMS: dict[str, tuple[int, Callable[[Any], tuple[Any, ...]]]] = {
 them from the event."""
 
 
-def methods_for(event_type: type[LifecycleEvent]) -> tuple[str, ...]:
-    """The provider methods that receive ``event_type``, in the order they are called."""
-    own = f"on_{event_type.name}"
-    if issubclass(event_type, FlowClosed):
+def methods_for(event_name: str) -> tuple[str, ...]:
+    """The provider methods that receive the event ``event_name``, in the order they are
+    called."""
+    own = f"on_{event_name}"
+    if event_name in FLOW_CLOSED_NAMES:
         return (own, "on_flow_closed", "on_event")
     return (own, "on_event")
 
 
-METHODS: dict[str, tuple[str, ...]] = {e.name: methods_for(e) for e in EVENT_TYPES}
-"""Event name -> the provider methods that receive it."""
+METHODS: dict[str, tuple[str, ...]] = {name: methods_for(name) for name in EVENT_NAMES}
+"""Event name -> the provider methods that receive it (from the names alone: routing a
+provider loads no event class)."""
 
 
 @dataclass(frozen=True, slots=True)

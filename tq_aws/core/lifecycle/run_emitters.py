@@ -8,43 +8,59 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tq_aws.core.flow_steps import step_types
 from tq_aws.core.flows import FlowRecord, FlowState, StepResult
-from tq_aws.core.lifecycle import events as ev
 from tq_aws.core.lifecycle.dispatch import EventDispatch
 from tq_aws.core.lifecycle.tally import Totals
 from tq_aws.core.poison import PoisonRecord
 from tq_aws.core.task import Task
 
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle import events as ev
+else:  # the event classes load with the first event built (``names``)
+    from tq_aws.core.lifecycle.names import lazy_events as ev
+
 CONSUMER: ContextVar[str | None] = ContextVar("tq_aws_consumer", default=None)
 """The consumer delivering the batch being processed (``None`` outside a worker)."""
 
-_CLOSED: dict[FlowState, type[ev.FlowClosed]] = {
-    FlowState.JOINED: ev.FlowCompleted,
-    FlowState.ABORTED: ev.FlowAborted,
-    FlowState.TIMED_OUT: ev.FlowTimedOut,
+_CLOSED: dict[FlowState, tuple[str, str]] = {
+    FlowState.JOINED: ("flow_completed", "FlowCompleted"),
+    FlowState.ABORTED: ("flow_aborted", "FlowAborted"),
+    FlowState.TIMED_OUT: ("flow_timed_out", "FlowTimedOut"),
 }
+"""A closed flow's state -> its event's name and class (named: no event class is loaded
+before an event is built)."""
 
 
 class RunEmitters(EventDispatch):
     """Builds and delivers the events of batches, poison, flows, workers and consumers."""
 
     worker_id: str
-    worker: ev.WorkerInfo
     totals: Totals
     counts_totals: bool
     _now: Callable[[], datetime]
+    _worker: dict[str, Any]
+    _worker_info: ev.WorkerInfo | None
 
-    def _worker_info(self, queues: Sequence[str]) -> ev.WorkerInfo:
-        return ev.WorkerInfo(
-            worker_id=self.worker_id,
-            hostname=socket.gethostname(),
-            pid=os.getpid(),
-            started_at=self._now(),
-            enabled_queues=tuple(queues),
-        )
+    @property
+    def worker(self) -> ev.WorkerInfo:
+        """The worker these events come from (built when first asked for)."""
+        if self._worker_info is None:
+            self._worker_info = ev.WorkerInfo(**self._worker)
+        return self._worker_info
+
+    def _set_worker(self, queues: Sequence[str]) -> None:
+        """Note the worker's fields now (its start time is now); ``worker`` builds them."""
+        self._worker = {
+            "worker_id": self.worker_id,
+            "hostname": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": self._now(),
+            "enabled_queues": tuple(queues),
+        }
+        self._worker_info = None
 
     # -- delivered batches and poison -----------------------------------------------------------
 
@@ -126,9 +142,10 @@ class RunEmitters(EventDispatch):
 
     async def flow_closed(self, record: FlowRecord, results: Sequence[StepResult]) -> None:
         """The flow closed (``record.state``) with ``results``; its join is created."""
-        kind = _CLOSED.get(record.state)
-        if kind is None or kind.name not in self._routes:
+        closed = _CLOSED.get(record.state)
+        if closed is None or closed[0] not in self._routes:
             return
+        kind: type[ev.FlowClosed] = getattr(ev, closed[1])
         finished = record.finished_at or self._now()
         fields: dict[str, Any] = {
             **self._flow(record),
@@ -149,18 +166,11 @@ class RunEmitters(EventDispatch):
     # -- workers and consumers ------------------------------------------------------------------
 
     def _worker_fields(self) -> dict[str, Any]:
-        w = self.worker
-        return {
-            "worker_id": w.worker_id,
-            "hostname": w.hostname,
-            "pid": w.pid,
-            "started_at": w.started_at,
-            "enabled_queues": w.enabled_queues,
-        }
+        return self._worker
 
     async def worker_started(self, queues: Sequence[str]) -> None:
         """A worker loop starts: its start time and queues go on every later event."""
-        self.worker = self._worker_info(queues)
+        self._set_worker(queues)
         self.totals.reset()
         if "worker_started" in self._routes:
             await self.send(ev.WorkerStarted(**self._worker_fields()))

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from tq_aws.core.lifecycle.events import ConsumerTotals, TaskTiming, WorkerTotals
+if TYPE_CHECKING:
+    from tq_aws.core.lifecycle import events as ev
+else:  # the event classes load with the first event built (``names``)
+    from tq_aws.core.lifecycle.names import lazy_events as ev
 
 MAX_REMEMBERED_STARTS = 100_000
 """Start times kept at most (an attempt whose outcome never comes, a crashed batch, must not
@@ -35,13 +39,13 @@ class StartTimes:
 
     def timing(
         self, task_id: str, created_at: datetime | None, now: datetime, *, forget: bool = True
-    ) -> TaskTiming:
+    ) -> ev.TaskTiming:
         """The attempt's timing (forgetting its start unless told not to); an attempt whose
         start is unknown started ``now``, as in the reference."""
         starts = self._starts
         started = (starts.pop(task_id, None) if forget else starts.get(task_id)) or now
         created = created_at or started
-        return TaskTiming(
+        return ev.TaskTiming(
             queued_duration_ms=_ms(started - created),
             processing_duration_ms=_ms(now - started),
             total_duration_ms=_ms(now - created),
@@ -100,21 +104,21 @@ class Totals:
             self._consumers[consumer_id] = (queue_id, _Counts())
         return [self._worker, self._consumers[consumer_id][1]]
 
-    def worker(self) -> WorkerTotals:
+    def worker(self) -> ev.WorkerTotals:
         c = self._worker
-        return WorkerTotals(
+        return ev.WorkerTotals(
             tasks_processed=c.processed,
             tasks_succeeded=c.succeeded,
             tasks_failed=c.failed,
             avg_processing_ms=c.busy_ms / c.processed if c.processed else None,
         )
 
-    def consumers(self) -> tuple[ConsumerTotals, ...]:
+    def consumers(self) -> tuple[ev.ConsumerTotals, ...]:
         return tuple(self.of_consumer(cid) for cid in self._consumers)
 
-    def of_consumer(self, consumer_id: str) -> ConsumerTotals:
+    def of_consumer(self, consumer_id: str) -> ev.ConsumerTotals:
         queue_id, c = self._consumers.get(consumer_id, ("", _Counts()))
-        return ConsumerTotals(
+        return ev.ConsumerTotals(
             consumer_id=consumer_id,
             queue_id=queue_id,
             tasks_processed=c.processed,
