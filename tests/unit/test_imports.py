@@ -147,3 +147,41 @@ def test_the_lifecycle_package_gives_its_event_classes_on_first_use() -> None:
     assert loaded_after(code, ("tq_aws.core.lifecycle.events",), {}) == [
         "tq_aws.core.lifecycle.events"
     ]
+
+
+KINESIS_ENV = {
+    "TQ_STREAM": "orders",
+    "TQ_TABLE": "tq-orders",
+    "TQ_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/tq-scheduler",
+}
+# What a Kinesis consumer's cold start has no use for: Powertools' parser models (built by
+# batch.types whenever pydantic is already imported, for type aliases only) and the lifecycle
+# event classes (built with the first event, which the happy path never builds).
+NOT_AT_COLD_START = (
+    "aws_lambda_powertools.utilities.parser",
+    "aws_lambda_powertools.utilities.parser.models",
+    "tq_aws.core.lifecycle.events",
+)
+
+
+def test_a_kinesis_consumer_builds_no_parser_models_and_no_event_classes() -> None:
+    loaded = loaded_after(
+        LAMBDA_APP + "\nassert app.transport is not None\n", NOT_AT_COLD_START, KINESIS_ENV
+    )
+    assert loaded == []
+
+
+def test_powertools_batch_without_its_parser_models_keeps_one_pydantic() -> None:
+    code = """
+    import sys
+    import pydantic
+    from tq_aws.runtimes.aws_lambda import powertools_batch
+    from aws_lambda_powertools.utilities.batch import types
+    assert sys.modules["pydantic"] is pydantic
+    assert types.has_pydantic is False
+    assert powertools_batch.BatchProcessor(powertools_batch.EventType.KinesisDataStreams)
+    # asked for, the parser models are there as always
+    from aws_lambda_powertools.utilities.parser.models import KinesisDataStreamRecord
+    assert issubclass(KinesisDataStreamRecord, pydantic.BaseModel)
+    """
+    assert loaded_after(code, NOT_AT_COLD_START[:2], {}) == list(NOT_AT_COLD_START[:2])
