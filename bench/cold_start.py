@@ -13,6 +13,10 @@ process's wall time is printed beside it). The sides:
   KinesisDataStreams)`` and ``boto3.client("dynamodb")``: a bare Powertools consumer that
   reads and writes DynamoDB.
 
+Both the ``kinesis`` side and the baseline make their DynamoDB client in the set-up (tq-aws's
+stores build theirs, through pynamodb's connection, in ``from_env()``): neither leaves loading
+the SDK's service data to the first event.
+
 Every child also reports which AWS SDK modules it imported (botocore's sessions, boto3,
 aioboto3, aiobotocore, aiohttp, pynamodb; the bare ``botocore`` package that Powertools imports
 for its user-agent hook is not counted): the embedded default must import none of them, and a
