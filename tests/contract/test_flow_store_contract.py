@@ -1,5 +1,6 @@
 """FlowStore contract: the same assertions over the memory store and the DynamoDB store (moto),
-the latter recording the steps of a call in one transaction and one transaction per step."""
+the latter writing a call's steps as it does by default (``auto``), always with puts, in one
+transaction and one transaction per step."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import (
     DynamoFlowStore,
     ensure_table,
-    flow_store,
+    flow_record,
 )
 from tq_aws.backends.memory import MemoryBlobStore, MemoryFlowStore
 from tq_aws.core.flows import FlowRecord, FlowState, Join, RecordOutcome, StepResult
@@ -35,7 +36,15 @@ class Backend:
     blobs: MemoryBlobStore
 
 
-@pytest.fixture(params=["memory", "dynamodb", "dynamodb-per-step"])
+MODES = {
+    "dynamodb": ("auto", True),
+    "dynamodb-puts": ("puts", True),
+    "dynamodb-transaction": ("transaction", True),
+    "dynamodb-per-step": ("transaction", False),
+}
+
+
+@pytest.fixture(params=["memory", *MODES])
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     blobs = MemoryBlobStore()
     if request.param == "memory":
@@ -45,12 +54,14 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     settings = AwsSettings(region=REGION, max_attempts=1)
     table = unique("tq-flows")
     ensure_table(table, settings)
+    flow_steps, group_steps = MODES[request.param]
     store = DynamoFlowStore(
         table,
         settings,
         blob_store=blobs,
         item_limit=ITEM_LIMIT,
-        group_steps=request.param == "dynamodb",
+        flow_steps=flow_steps,  # type: ignore[arg-type]
+        group_steps=group_steps,
     )
     yield Backend(request.param, store, blobs)
 
@@ -217,15 +228,41 @@ def raw_barrier(store: DynamoFlowStore, flow_id: str) -> dict[str, Any]:
     return dict(store.models.connection.get_item(f"FLOW#{flow_id}", "FLOW")["Item"])
 
 
+REQUESTS = {  # (PutItem, TransactWriteItems, items written) after each of the two calls
+    "dynamodb": ((5, 1, 5 + 2), (8, 2, 7 + 2 + 2)),
+    "dynamodb-puts": ((5, 1, 5 + 2), (8, 2, 7 + 2 + 2)),
+    "dynamodb-transaction": ((0, 1, 5 + 1), (0, 3, 6 + 2 + 1)),
+    "dynamodb-per-step": ((0, 5, 5 * 2), (0, 8, 10 + 2 * 2)),
+}
+
+
 async def test_request_counts(backend: Backend) -> None:
     store = dynamo(backend)
     await store.init(flow(total=10))
+    expected = REQUESTS[backend.kind]
     await store.record_steps("f-1", [ok(i) for i in range(5)])
-    grouped = store.group_steps
-    assert store.requests["TransactWriteItems"] == (1 if grouped else 5)
+    puts, transactions, writes = expected[0]
+    assert store.requests["PutItem"] - 1 == puts  # the barrier's init is a put too
+    assert store.requests["TransactWriteItems"] == transactions
+    assert store.writes - 1 == writes
+    assert store.requests["GetItem"] == 1  # the barrier, read before anything is written
     await store.record_steps("f-1", [ok(4), ok(5), ok(6)])  # a duplicate among new steps
-    assert store.requests["TransactWriteItems"] == (1 + 1 + 3 if grouped else 5 + 3)
-    assert store.writes == 1 + (5 + 1 if grouped else 10) + 4
+    puts, transactions, writes = expected[1]
+    assert store.requests["PutItem"] - 1 == puts
+    assert store.requests["TransactWriteItems"] == transactions
+    assert store.writes - 1 == writes
+    assert (await store.get("f-1")).completed == 7
+
+
+async def test_calls_of_one_or_two_steps_are_one_transaction(backend: Backend) -> None:
+    store = dynamo(backend)
+    if store.flow_steps != "auto":
+        pytest.skip("auto only")
+    await store.init(flow(total=10))
+    await store.record_steps("f-1", [ok(0), ok(1)])
+    await store.record_steps("f-1", [ok(2)])
+    assert (store.requests["PutItem"], store.requests["TransactWriteItems"]) == (1, 2)
+    assert "batch" not in store.models.connection.get_item("FLOW#f-1", "STEP#00000002")["Item"]
 
 
 async def test_the_barrier_does_not_grow_with_the_flow(backend: Backend) -> None:
@@ -256,22 +293,23 @@ async def test_large_step_results_live_in_the_blob_store(backend: Backend) -> No
 
 async def test_a_busy_barrier_is_retried(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
     store = dynamo(backend)
-    monkeypatch.setattr(flow_store, "RETRY_BASE_SECONDS", 0.0)
+    monkeypatch.setattr(flow_record, "RETRY_BASE_SECONDS", 0.0)
     await store.init(flow(total=4))
-    real = store._transact_sync
+    real = flow_record.StepRecorder._transact_sync
     busy = {"left": 3}
 
-    def conflicting(*args: Any) -> Any:
+    def conflicting(recorder: Any, plan: Any) -> Any:
         if busy["left"]:  # what DynamoDB answers while another transaction holds the barrier
             busy["left"] -= 1
-            return [None, CancellationReason(code="TransactionConflict")]
-        return real(*args)
+            return [None] * (len(plan.roles) - 1) + [CancellationReason(code="TransactionConflict")]
+        return real(recorder, plan)
 
-    monkeypatch.setattr(store, "_transact_sync", conflicting)
+    monkeypatch.setattr(flow_record.StepRecorder, "_transact_sync", conflicting)
     assert await store.record_steps("f-1", [ok(0), ok(1)]) == [R.RECORDED, R.RECORDED]
     assert (await store.get("f-1")).completed == 2
-    busy["left"] = flow_store.MAX_ATTEMPTS
+    busy["left"] = flow_record.MAX_ATTEMPTS
     with pytest.raises(FlowConflictError, match="busy") as info:
-        await store.record_steps("f-1", [ok(2)])
+        await store.record_steps("f-1", [ok(2), ok(3), bad(1)])
     assert info.value.flow_id == "f-1"
     assert (await store.get("f-1")).completed == 2
+    assert await store.results("f-1") == [ok(0), ok(1)]  # put, perhaps, but not counted

@@ -14,6 +14,7 @@ Keys (docs/aws.md, "DynamoDB layout"):
 | projection row | ``ENTITY#<type>#<id>`` | ``TASK#<task or flow id>`` |
 | flow barrier | ``FLOW#<id>`` | ``FLOW`` |
 | step result | ``FLOW#<id>`` | ``STEP#<index, 8 digits>`` |
+| steps' batch marker | ``FLOW#<id>`` | ``BATCH#<token>`` |
 | poison record | ``POISON#<yyyy-mm-dd of seen_at, UTC>`` | ``<poison key, 32 hex>`` |
 
 The sparse GSI ``recent`` (``recent_pk``, ``recent_sk``, projection ALL) holds the projection
@@ -50,6 +51,7 @@ logger = logging.getLogger(__name__)
 TASK_SK = "TASK"
 FLOW_SK = "FLOW"
 STEP_PREFIX = "STEP#"
+BATCH_PREFIX = "BATCH#"
 POISON_PREFIX = "POISON#"
 TTL_ATTRIBUTE = "ttl"
 RECENT_INDEX = "recent"
@@ -80,6 +82,10 @@ def flow_pk(flow_id: str) -> str:
 
 def step_sk(index: int) -> str:
     return f"{STEP_PREFIX}{index:08d}"
+
+
+def batch_sk(token: str) -> str:
+    return f"{BATCH_PREFIX}{token}"
 
 
 def poison_pk(day: date) -> str:
@@ -237,6 +243,9 @@ def table_models(table: str, settings: AwsSettings) -> TableModels:
         status=UnicodeAttribute(),
         doc=UnicodeAttribute(),
         blobs=UnicodeSetAttribute(null=True),
+        # the token of the batch that put it outside a transaction: the step counts once that
+        # batch's marker (``BATCH#<token>``) is committed; absent: counted by its own write
+        batch=UnicodeAttribute(null=True),
     )
     poison = _model(
         "PoisonItem",
