@@ -22,10 +22,11 @@ import pytest
 
 from tests.aws.test_dynamodb_races import race
 from tests.support.aws import REGION, unique
+from tq_aws import Actions, Task, TaskQueue
 from tq_aws.backends.aws.clients import AwsSettings
 from tq_aws.backends.aws.dynamodb import DynamoFlowStore, ensure_table, flow_record
 from tq_aws.core.flows import FlowRecord, FlowState, Join, RecordOutcome, StepResult
-from tq_aws.testing import InjectedCrash
+from tq_aws.testing import FaultInjector, InjectedCrash, ManualClock, run_until_idle_through_crashes
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 R = RecordOutcome
@@ -402,3 +403,64 @@ def test_a_close_among_crashing_recorders_carries_exactly_what_counts(
     assert record is not None and record.state is FlowState.TIMED_OUT
     assert asyncio.run(counted(setup)) == (len(at_close), at_close)
     assert sum(random_crashes.values()) >= 3, random_crashes
+
+
+# -- the engine over it ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+async def test_flows_through_the_engine_join_once_under_faults(
+    store: DynamoFlowStore, random_crashes: Counter[str], seed: int
+) -> None:
+    """The engine on the DynamoDB flow store (the rest in memory), with duplicated, reordered
+    and crashing deliveries and crashes inside the store's step calls: each flow joins once,
+    carrying exactly the steps its barrier counted, each with its one outcome."""
+    clock = ManualClock()
+    app = TaskQueue(clock=clock, flow_store=store, batch_size=7)
+    store.crash_rng = random.Random(seed)  # type: ignore[attr-defined]
+    policies: dict[str, Any] = {"f-continue": "continue", "f-abort": "abort"}
+    joins: list[dict[str, Any]] = []
+    ids: dict[str, str] = {}
+
+    @app.executor("q", "start")
+    async def start(task: Task, actions: Actions) -> None:
+        name = task.payload
+        steps = [Task(type="step", queue_id="q", payload=i) for i in range(15)]
+        ids[name] = actions.start_flow(
+            steps, Join(queue_id="q", type="join"), failure_policy=policies[name]
+        )
+        actions.success(task)
+
+    @app.executor("q", "step")
+    async def step(task: Task, actions: Actions) -> None:
+        if task.payload % 4 == 3:
+            actions.fail(task, f"e{task.payload}")
+        else:
+            actions.success(task, task.payload * 10)
+
+    @app.executor("q", "join")
+    async def join(task: Task, actions: Actions) -> None:
+        joins.append(task.payload["flow_results"])
+        actions.success(task)
+
+    FaultInjector(duplicate_rate=0.3, reorder=True, crash_rate=0.03, seed=seed).install(app)
+    await app.add_tasks([Task(type="start", queue_id="q", payload=name) for name in policies])
+    await run_until_idle_through_crashes(app)
+    by_flow = {j["flow_id"]: j for j in joins}
+    assert len(joins) == len(by_flow) == 2
+    for name in policies:
+        flow_id = ids[name]
+        status = await app.flow_status(flow_id)
+        assert status is not None
+        steps = by_flow[flow_id]["steps"]
+        assert len(steps) == status.succeeded + status.failed
+        for s in steps:
+            i = s["step_index"]
+            if i % 4 == 3:
+                assert s == {"step_index": i, "status": "fail", "error": f"e{i}"}
+            else:
+                assert s == {"step_index": i, "status": "success", "result": i * 10}
+    assert by_flow[ids["f-continue"]].get("aborted") is None
+    assert len(by_flow[ids["f-continue"]]["steps"]) == 15
+    assert by_flow[ids["f-abort"]].get("aborted") is True
+    assert sum(random_crashes.values()) >= 1, random_crashes
